@@ -1,0 +1,12 @@
+"""The httpx adapter: one small transport per layer.
+
+This package is the only place that imports httpx; the policies beside it know nothing of any
+HTTP library, so a second client library can get its own adapter without touching them.
+"""
+
+from __future__ import annotations
+
+from ._httpx import DeadlineExceeded
+from .retry import RetryTransport
+
+__all__ = ["DeadlineExceeded", "RetryTransport"]

@@ -1,0 +1,156 @@
+"""What every httpx transport of ours shares: errors, options, deadlines and response hygiene."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from .. import _exceptions
+from .._retry import Failure
+
+__all__ = [
+    "DEADLINE",
+    "OPTIONS",
+    "DeadlineExceeded",
+    "aclose_quietly",
+    "aread_bounded",
+    "cap_timeouts",
+    "classify",
+    "close_quietly",
+    "options",
+    "read_bounded",
+    "replayable",
+    "timeout_kind",
+]
+
+OPTIONS = "resilience"
+"""``request.extensions[OPTIONS]``: the caller's overrides (a mapping we never mutate)."""
+DEADLINE = "resilience.deadline"
+"""``request.extensions[DEADLINE]``: the logical request's deadline, absolute monotonic seconds."""
+_ORIGINAL_TIMEOUT = "resilience.timeout"
+
+_DRAIN_LIMIT = 64 * 1024
+
+
+class DeadlineExceeded(_exceptions.DeadlineExceeded, httpx.TimeoutException):
+    """:class:`resilience.DeadlineExceeded` from a transport: also an ``httpx.TimeoutException``."""
+
+    def __init__(
+        self, message: str, *, request: httpx.Request | None = None, deadline: float | None = None
+    ) -> None:
+        _exceptions.DeadlineExceeded.__init__(self, message, deadline=deadline)
+        if request is not None:
+            self.request = request
+
+
+def options(request: httpx.Request) -> Mapping[str, Any]:
+    """The per-request overrides in ``extensions["resilience"]`` (empty when there are none)."""
+    value = request.extensions.get(OPTIONS)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f'extensions["{OPTIONS}"] must be a dict of overrides, got {value!r}')
+    return value
+
+
+def replayable(request: httpx.Request) -> bool:
+    """Whether the request body can be sent again (bytes yes; generators and files no)."""
+    return isinstance(request.stream, httpx.ByteStream)
+
+
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+_MAYBE_SENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+def classify(exc: Exception) -> Failure:
+    """How far a request that raised ``exc`` got. Our own errors are checked first."""
+    if isinstance(exc, _exceptions.ResilienceError):
+        return Failure.FATAL
+    if isinstance(exc, _NOT_SENT):
+        return Failure.NOT_SENT
+    if isinstance(exc, _MAYBE_SENT):
+        return Failure.MAYBE_SENT
+    return Failure.FATAL
+
+
+def timeout_kind(exc: Exception) -> str | None:
+    """Which of httpx's four timeouts ``exc`` is, or None."""
+    if isinstance(exc, httpx.ReadTimeout):
+        return "read"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect"
+    if isinstance(exc, httpx.WriteTimeout):
+        return "write"
+    if isinstance(exc, httpx.PoolTimeout):
+        return "pool"
+    return None
+
+
+def cap_timeouts(request: httpx.Request, remaining: float) -> frozenset[str]:
+    """Cap each of the request's timeouts to ``remaining`` seconds; return the kinds capped.
+
+    The caller's own timeouts are kept aside in the extensions, so every attempt and every
+    redirect hop is capped from them, never from an earlier cap.
+    """
+    extensions = request.extensions
+    original = extensions.get(_ORIGINAL_TIMEOUT)
+    if original is None:
+        original = extensions[_ORIGINAL_TIMEOUT] = dict(extensions.get("timeout") or {})
+    capped = dict(original)
+    kinds = set()
+    for kind in ("connect", "read", "write", "pool"):
+        value = original.get(kind)
+        if value is None or value > remaining:
+            capped[kind] = remaining
+            kinds.add(kind)
+    extensions["timeout"] = capped
+    return frozenset(kinds)
+
+
+def _drainable(response: httpx.Response, limit: int) -> bool:
+    length = response.headers.get("content-length")
+    return length is not None and length.isdigit() and int(length) <= limit
+
+
+def read_bounded(response: httpx.Response, limit: int) -> bool:
+    """Read the body if its length is known, at most ``limit``, and it is not an event stream."""
+    if not _drainable(response, limit):
+        return False
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        return False
+    response.read()
+    return True
+
+
+async def aread_bounded(response: httpx.Response, limit: int) -> bool:
+    """Async :func:`read_bounded`."""
+    if not _drainable(response, limit):
+        return False
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        return False
+    await response.aread()
+    return True
+
+
+def close_quietly(response: httpx.Response) -> None:
+    """Release a response we will not return: drain a small body so the connection is reused."""
+    try:
+        if _drainable(response, _DRAIN_LIMIT):
+            response.read()
+    except Exception:
+        pass
+    finally:
+        response.close()
+
+
+async def aclose_quietly(response: httpx.Response) -> None:
+    """Async :func:`close_quietly`."""
+    try:
+        if _drainable(response, _DRAIN_LIMIT):
+            await response.aread()
+    except Exception:
+        pass
+    finally:
+        await response.aclose()

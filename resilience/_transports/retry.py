@@ -1,0 +1,308 @@
+"""``RetryTransport``: the retry policy around any sync or async httpx transport."""
+
+from __future__ import annotations
+
+import anyio
+import httpx
+
+from .._keys import per_host
+from .._log import EventLogger, redact_url
+from .._retry import Decision, Retry, RetryCall, Verdict
+from ._httpx import (
+    DEADLINE,
+    OPTIONS,
+    DeadlineExceeded,
+    aclose_quietly,
+    aread_bounded,
+    cap_timeouts,
+    classify,
+    close_quietly,
+    options,
+    read_bounded,
+    replayable,
+    timeout_kind,
+)
+
+__all__ = ["RetryTransport"]
+
+_events = EventLogger("resilience.retry")
+_NOTHING_CAPPED: frozenset[str] = frozenset()
+
+
+class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """Retries requests that failed in a way :class:`~resilience.Retry` says is worth retrying.
+
+    One class serves both clients: it wraps a sync transport for ``httpx.Client`` or an async
+    one for ``httpx.AsyncClient``. It sits below redirects and auth, so each redirect hop is
+    retried on its own, while the deadline covers the whole logical request, every hop
+    included.
+
+    - When retries run out on a status, the last response is returned (``raise_for_status()``
+      decides); on an exception, the last one is re-raised.
+    - A response that will be retried is read (up to 64 KiB) and closed, so its connection is
+      released; with ``read_body=True`` the body of a response is read inside the attempt, so a
+      body cut short is retried like any other failure.
+    - A request whose body is a one-shot stream (a generator, a file) is not resent once it may
+      have been sent: read it into memory first (``request.read()``) to make it retryable.
+    - ``extensions={"resilience": {"retry": policy}}`` replaces the policy for one request;
+      ``{"retry": None}`` disables retrying; ``{"read_body": False}`` turns ``read_body`` off.
+
+    Args:
+        transport: the transport that sends each attempt (closed when this one is closed).
+        retry: the policy; ``Retry()`` when omitted.
+
+    Example:
+        >>> import httpx, resilience as rs
+        >>> client = httpx.Client(transport=rs.RetryTransport(httpx.HTTPTransport(), rs.Retry()))
+        >>> client.close()
+    """
+
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport,
+        retry: Retry | None = None,
+    ) -> None:
+        if not isinstance(transport, (httpx.BaseTransport, httpx.AsyncBaseTransport)):
+            raise TypeError(f"RetryTransport needs an httpx transport to wrap, got {transport!r}")
+        if retry is None:
+            retry = Retry()
+        elif not isinstance(retry, Retry):
+            raise TypeError(f"RetryTransport.retry must be a Retry, got {retry!r}")
+        self.transport = transport
+        self.retry = retry
+
+    def __repr__(self) -> str:
+        return f"RetryTransport({self.transport!r}, {self.retry!r})"
+
+    # -- what both loops share -----------------------------------------------------------------
+
+    def _policy(self, request: httpx.Request) -> Retry | None:
+        if OPTIONS not in request.extensions:
+            return self.retry
+        overrides = options(request)
+        if "retry" not in overrides:
+            return self.retry
+        policy = overrides["retry"]
+        if policy is None or isinstance(policy, Retry):
+            return policy
+        raise TypeError(
+            f'extensions["resilience"]["retry"] must be a Retry or None, got {policy!r}'
+        )
+
+    @staticmethod
+    def _key(request: httpx.Request, policy: Retry) -> str:
+        key = policy.key
+        if key is None:
+            return per_host(request)
+        return key if isinstance(key, str) else key(request)
+
+    def _begin(self, request: httpx.Request, policy: Retry) -> tuple[float | None, bool]:
+        """Record the request in the budget and set its deadline; return (deadline, read_body)."""
+        now = policy.clock.monotonic()
+        if policy.budget is not None:
+            policy.budget.deposit(self._key(request, policy), now)
+        extensions = request.extensions
+        deadline: float | None = extensions.get(DEADLINE)
+        if policy.deadline is not None and (deadline is None or now + policy.deadline < deadline):
+            deadline = extensions[DEADLINE] = now + policy.deadline
+        read_body = policy.read_body and bool(options(request).get("read_body", True))
+        return deadline, read_body
+
+    @staticmethod
+    def _cap(request: httpx.Request, policy: Retry, deadline: float | None) -> frozenset[str]:
+        """Cap the attempt's timeouts to the time left; refuse to start past the deadline."""
+        if deadline is None:
+            return _NOTHING_CAPPED
+        remaining = deadline - policy.clock.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceeded(
+                f"the {policy.deadline:g}s deadline passed before the request could be sent",
+                request=request,
+                deadline=policy.deadline,
+            )
+        return cap_timeouts(request, remaining)
+
+    def _failure(
+        self, request: httpx.Request, policy: Retry, exc: Exception, capped: frozenset[str]
+    ) -> Verdict:
+        kind = timeout_kind(exc)
+        if kind is not None and kind in capped:
+            raise DeadlineExceeded(
+                f"{request.method} {redact_url(str(request.url))}: cut off by the deadline",
+                request=request,
+                deadline=policy.deadline,
+            ) from exc
+        return policy.classify_failure(
+            request.method,
+            classify(exc),
+            type(exc).__name__,
+            keyed=policy.idempotency_header in request.headers,
+            replayable=replayable(request),
+        )
+
+    @staticmethod
+    def _wants_look(policy: Retry, response: httpx.Response) -> bool:
+        status = response.status_code
+        return status in policy.statuses or (status >= 400 and "x-should-retry" in response.headers)
+
+    def _decide(
+        self,
+        request: httpx.Request,
+        policy: Retry,
+        call: RetryCall | None,
+        deadline: float | None,
+        verdict: Verdict,
+    ) -> tuple[RetryCall, Decision]:
+        if call is None:
+            call = RetryCall(policy, self._key(request, policy), deadline)
+        decision = call.decide(verdict, policy.clock.monotonic())
+        if decision.retry:
+            _events.info(
+                "retry.scheduled",
+                method=request.method,
+                url=redact_url(str(request.url)),
+                attempt=call.attempts - 1,
+                delay=round(decision.delay, 4),
+                reason=decision.reason,
+            )
+        return call, decision
+
+    def _after_failure(
+        self,
+        request: httpx.Request,
+        policy: Retry,
+        call: RetryCall | None,
+        deadline: float | None,
+        exc: Exception,
+        capped: frozenset[str],
+    ) -> tuple[RetryCall, Decision]:
+        """Retry or stop after an attempt raised ``exc`` (raises when the deadline cut it)."""
+        return self._decide(
+            request, policy, call, deadline, self._failure(request, policy, exc, capped)
+        )
+
+    def _after_response(
+        self,
+        request: httpx.Request,
+        policy: Retry,
+        call: RetryCall | None,
+        deadline: float | None,
+        response: httpx.Response,
+    ) -> tuple[RetryCall | None, Decision | None]:
+        """Retry or stop after a response; no decision at all for the common case of success."""
+        status = response.status_code
+        if status not in policy.statuses and (
+            status < 400 or "x-should-retry" not in response.headers
+        ):
+            return call, None
+        verdict = policy.classify_response(
+            request.method,
+            status,
+            response.headers,
+            keyed=policy.idempotency_header in request.headers,
+            replayable=replayable(request),
+            now=policy.clock.time(),
+        )
+        return self._decide(request, policy, call, deadline, verdict)
+
+    # -- sync ------------------------------------------------------------------------------------
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self.transport
+        if not isinstance(transport, httpx.BaseTransport):
+            raise TypeError(
+                f"RetryTransport wraps an async transport ({transport!r}): "
+                "use it with httpx.AsyncClient"
+            )
+        policy = self._policy(request)
+        if policy is None:
+            return transport.handle_request(request)
+        deadline, read_body = self._begin(request, policy)
+        call: RetryCall | None = None
+        while True:
+            capped = self._cap(request, policy, deadline)
+            try:
+                response = transport.handle_request(request)
+                if read_body:
+                    try:
+                        read_bounded(response, policy.read_body_limit)
+                    except BaseException:
+                        response.close()
+                        raise
+            except Exception as exc:
+                call, failed = self._after_failure(request, policy, call, deadline, exc, capped)
+                if not failed.retry:
+                    raise
+                policy.clock.sleep(failed.delay)
+                continue
+            call, decision = self._after_response(request, policy, call, deadline, response)
+            if decision is None or not decision.retry:
+                return response
+            close_quietly(response)
+            policy.clock.sleep(decision.delay)
+
+    def close(self) -> None:
+        transport = self.transport
+        if isinstance(transport, httpx.BaseTransport):
+            transport.close()
+
+    # -- async -----------------------------------------------------------------------------------
+
+    async def _attempt(
+        self, transport: httpx.AsyncBaseTransport, request: httpx.Request, read_limit: int | None
+    ) -> httpx.Response:
+        response = await transport.handle_async_request(request)
+        if read_limit is not None:
+            try:
+                await aread_bounded(response, read_limit)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+                raise
+        return response
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self.transport
+        if not isinstance(transport, httpx.AsyncBaseTransport):
+            raise TypeError(
+                f"RetryTransport wraps a sync transport ({transport!r}): use it with httpx.Client"
+            )
+        policy = self._policy(request)
+        if policy is None:
+            return await transport.handle_async_request(request)
+        deadline, read_body = self._begin(request, policy)
+        read_limit = policy.read_body_limit if read_body else None
+        call: RetryCall | None = None
+        while True:
+            capped = self._cap(request, policy, deadline)
+            try:
+                if deadline is None:
+                    response = await self._attempt(transport, request, read_limit)
+                else:
+                    # httpx's own timeouts are capped already; this also covers transports
+                    # that ignore them.
+                    with anyio.move_on_after(deadline - policy.clock.monotonic()) as scope:
+                        response = await self._attempt(transport, request, read_limit)
+                    if scope.cancelled_caught:
+                        raise DeadlineExceeded(
+                            f"{request.method} {redact_url(str(request.url))}: "
+                            "cut off by the deadline",
+                            request=request,
+                            deadline=policy.deadline,
+                        )
+            except Exception as exc:
+                call, failed = self._after_failure(request, policy, call, deadline, exc, capped)
+                if not failed.retry:
+                    raise
+                await policy.clock.asleep(failed.delay)
+                continue
+            call, decision = self._after_response(request, policy, call, deadline, response)
+            if decision is None or not decision.retry:
+                return response
+            await aclose_quietly(response)
+            await policy.clock.asleep(decision.delay)
+
+    async def aclose(self) -> None:
+        transport = self.transport
+        if isinstance(transport, httpx.AsyncBaseTransport):
+            await transport.aclose()

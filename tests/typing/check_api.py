@@ -1,0 +1,34 @@
+"""Checked by `mypy --strict` in CI (not collected by pytest): the public API's types hold.
+
+Decorators keep the decorated function's signature (ParamSpec), so a type checker still sees
+the parameters and the return type.
+"""
+
+from __future__ import annotations
+
+import httpx
+from typing_extensions import assert_type
+
+import resilience as rs
+
+
+@rs.Retry(on=ConnectionError)
+def fetch(url: str, *, attempts: int = 1) -> bytes:
+    return url.encode() * attempts
+
+
+@rs.Retry(on=(ConnectionError, TimeoutError))
+async def afetch(url: str) -> int:
+    return len(url)
+
+
+async def use() -> None:
+    assert_type(fetch("x", attempts=2), bytes)
+    assert_type(await afetch("x"), int)
+    fetch(1)  # type: ignore[arg-type]
+    fetch("x", tries=2)  # type: ignore[call-arg]
+
+
+transport: httpx.BaseTransport = rs.RetryTransport(httpx.HTTPTransport(), rs.Retry())
+async_transport: httpx.AsyncBaseTransport = rs.RetryTransport(httpx.AsyncHTTPTransport())
+policy: rs.Retry = rs.Retry().replace(attempts=2)
