@@ -98,13 +98,16 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     def _begin(self, request: httpx.Request, policy: Retry) -> tuple[float | None, bool]:
         """Record the request in the budget and set its deadline; return (deadline, read_body)."""
-        now = policy.clock.monotonic()
-        if policy.budget is not None:
-            policy.budget.deposit(self._key(request, policy), now)
         extensions = request.extensions
         deadline: float | None = extensions.get(DEADLINE)
-        if policy.deadline is not None and (deadline is None or now + policy.deadline < deadline):
-            deadline = extensions[DEADLINE] = now + policy.deadline
+        if policy.budget is not None or policy.deadline is not None:
+            now = policy.clock.monotonic()
+            if policy.budget is not None:
+                policy.budget.deposit(self._key(request, policy), now)
+            if policy.deadline is not None and (
+                deadline is None or now + policy.deadline < deadline
+            ):
+                deadline = extensions[DEADLINE] = now + policy.deadline
         read_body = policy.read_body and bool(options(request).get("read_body", True))
         return deadline, read_body
 
@@ -277,7 +280,10 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             capped = self._cap(request, policy, deadline)
             try:
                 if deadline is None:
-                    response = await self._attempt(transport, request, read_limit)
+                    if read_limit is None:  # the common case: no extra coroutine
+                        response = await transport.handle_async_request(request)
+                    else:
+                        response = await self._attempt(transport, request, read_limit)
                 else:
                     # httpx's own timeouts are capped already; this also covers transports
                     # that ignore them.
