@@ -410,3 +410,20 @@ async def test_async_retry_sleep_does_not_block_the_loop(server: FaultServer) ->
         tg.cancel_scope.cancel()
     assert response.status_code == 200
     assert ticks >= 20  # 0.5 s of 10 ms ticks, with a wide margin for a busy machine
+
+
+def test_inherited_deadline_that_passed_stops_before_sending() -> None:
+    """A hop that arrives after the logical request's deadline is not sent at all."""
+    from resilience._transports._httpx import DEADLINE
+
+    sent: list[httpx.Request] = []
+    transport = rs.RetryTransport(
+        httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200)),
+        rs.Retry(clock=FakeClock(start=100.0)),  # no deadline of its own: it inherits one
+    )
+    with httpx.Client(transport=transport) as client:
+        request = client.build_request("GET", "http://127.0.0.1:9/hop?token=t")
+        request.extensions[DEADLINE] = 99.0
+        with pytest.raises(rs.DeadlineExceeded, match=r"GET .*token=\[REDACTED\].*deadline"):
+            client.send(request)
+    assert sent == []

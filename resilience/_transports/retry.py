@@ -119,7 +119,8 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         remaining = deadline - policy.clock.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded(
-                f"the {policy.deadline:g}s deadline passed before the request could be sent",
+                f"{request.method} {redact_url(str(request.url))}: the deadline passed "
+                "before the request could be sent",
                 request=request,
                 deadline=policy.deadline,
             )
