@@ -9,8 +9,9 @@
 import inspect as _inspect
 
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock
-from ._exceptions import DeadlineExceeded, ResilienceError, RetryError
+from ._exceptions import DeadlineExceeded, RateLimitExceeded, ResilienceError, RetryError
 from ._keys import KeyFunc, global_key, per_endpoint, per_host
+from ._ratelimit import RateLimit, RateLimitStorage
 from ._retry import (
     IDEMPOTENT,
     RETRY_STATUSES,
@@ -19,7 +20,7 @@ from ._retry import (
     Retry,
     RetryBudget,
 )
-from ._transports import RetryTransport
+from ._transports import RateLimitTransport, RetryTransport
 
 __all__ = [
     "IDEMPOTENT",
@@ -30,6 +31,10 @@ __all__ = [
     "DeadlineExceeded",
     "KeyFunc",
     "MemoryBudgetStorage",
+    "RateLimit",
+    "RateLimitExceeded",
+    "RateLimitStorage",
+    "RateLimitTransport",
     "ResilienceError",
     "Retry",
     "RetryBudget",

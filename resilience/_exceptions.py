@@ -4,7 +4,8 @@
 
     ResilienceError                 every error this library raises on purpose
     ├── RetryError                  a decorated function ran out of attempts
-    └── DeadlineExceeded            an attempt was cut off by the logical request's deadline
+    ├── DeadlineExceeded            an attempt was cut off by the logical request's deadline
+    └── RateLimitExceeded           the rate limit refused a call (mode="raise", or max_wait)
 
 These are plain Python classes and carry no HTTP library in their ancestry. The httpx adapter
 (``resilience._transports``) raises subclasses that also derive from the matching httpx class,
@@ -14,7 +15,7 @@ raised inside a transport.
 
 from __future__ import annotations
 
-__all__ = ["DeadlineExceeded", "ResilienceError", "RetryError"]
+__all__ = ["DeadlineExceeded", "RateLimitExceeded", "ResilienceError", "RetryError"]
 
 
 class ResilienceError(Exception):
@@ -51,4 +52,20 @@ class DeadlineExceeded(ResilienceError):
 
     def __init__(self, message: str, *, deadline: float | None = None) -> None:
         self.deadline = deadline
+        super().__init__(message)
+
+
+class RateLimitExceeded(ResilienceError):
+    """The rate limit refused a call: ``mode="raise"``, or the wait would pass ``max_wait``.
+
+    Nothing was sent.
+
+    Attributes:
+        retry_after: seconds until the limit is expected to let a call through.
+        key: the rate-limit key that is exhausted.
+    """
+
+    def __init__(self, message: str, *, retry_after: float, key: str) -> None:
+        self.retry_after = retry_after
+        self.key = key
         super().__init__(message)

@@ -9,6 +9,8 @@
   - asctime:     ``Sun Nov  6 08:49:37 1994``
 
 - ``x-should-retry: true|false``: the server says whether a resend is safe and useful.
+- ``RateLimit-Remaining: 0`` with ``RateLimit-Reset`` (or the ``X-RateLimit-*`` pair): the
+  quota is spent until the reset, given as delta seconds or as an epoch timestamp.
 
 Every parser returns ``None`` for anything it does not understand: garbage never raises.
 Values are not capped here; the policy compares them with its ``max_retry_after``.
@@ -22,7 +24,13 @@ import re
 import time
 from collections.abc import Mapping
 
-__all__ = ["parse_delay_seconds", "parse_http_date", "parse_retry_after", "parse_should_retry"]
+__all__ = [
+    "parse_delay_seconds",
+    "parse_http_date",
+    "parse_rate_limit_pause",
+    "parse_retry_after",
+    "parse_should_retry",
+]
 
 _MONTHS = {
     name: number
@@ -135,4 +143,35 @@ def parse_should_retry(headers: Mapping[str, str]) -> bool | None:
         return True
     if value == "false":
         return False
+    return None
+
+
+# A reset value above this is an epoch timestamp, not a delay (2001-09-09 in epoch seconds;
+# no server asks for a 31-year delay).
+_EPOCH_THRESHOLD = 1_000_000_000
+
+
+def parse_rate_limit_pause(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds until the server's quota resets, when it says the quota is spent, else None.
+
+    Reads ``RateLimit-Remaining``/``RateLimit-Reset`` (IETF draft: delta seconds) and
+    ``X-RateLimit-Remaining``/``X-RateLimit-Reset`` (delta seconds or an epoch timestamp, as
+    GitHub sends). Only a remaining count of 0 pauses.
+
+    Args:
+        headers: response headers (case-insensitive lookups).
+        now: seconds since the epoch, to turn an epoch reset into a delay.
+    """
+    for prefix in ("ratelimit-", "x-ratelimit-"):
+        remaining = headers.get(prefix + "remaining")
+        if remaining is None or remaining.strip() != "0":
+            continue
+        reset = headers.get(prefix + "reset")
+        seconds = None if reset is None else parse_delay_seconds(reset)
+        if seconds is None:
+            continue
+        if seconds >= _EPOCH_THRESHOLD:
+            seconds -= now
+        if seconds > 0:
+            return seconds
     return None

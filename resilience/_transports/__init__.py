@@ -6,7 +6,8 @@ HTTP library, so a second client library can get its own adapter without touchin
 
 from __future__ import annotations
 
-from ._httpx import DeadlineExceeded
+from ._httpx import DeadlineExceeded, RateLimitExceeded
+from .ratelimit import RateLimitTransport
 from .retry import RetryTransport
 
-__all__ = ["DeadlineExceeded", "RetryTransport"]
+__all__ = ["DeadlineExceeded", "RateLimitExceeded", "RateLimitTransport", "RetryTransport"]

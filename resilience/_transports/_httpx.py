@@ -14,6 +14,7 @@ __all__ = [
     "DEADLINE",
     "OPTIONS",
     "DeadlineExceeded",
+    "RateLimitExceeded",
     "aclose_quietly",
     "aread_bounded",
     "cap_timeouts",
@@ -22,6 +23,7 @@ __all__ = [
     "options",
     "read_bounded",
     "replayable",
+    "time_left",
     "timeout_kind",
 ]
 
@@ -45,6 +47,17 @@ class DeadlineExceeded(_exceptions.DeadlineExceeded, httpx.TimeoutException):
             self.request = request
 
 
+class RateLimitExceeded(_exceptions.RateLimitExceeded, httpx.TransportError):
+    """:class:`resilience.RateLimitExceeded` from a transport: also an ``httpx.TransportError``."""
+
+    def __init__(
+        self, message: str, *, retry_after: float, key: str, request: httpx.Request | None = None
+    ) -> None:
+        _exceptions.RateLimitExceeded.__init__(self, message, retry_after=retry_after, key=key)
+        if request is not None:
+            self.request = request
+
+
 def options(request: httpx.Request) -> Mapping[str, Any]:
     """The per-request overrides in ``extensions["resilience"]`` (empty when there are none)."""
     value = request.extensions.get(OPTIONS)
@@ -53,6 +66,12 @@ def options(request: httpx.Request) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise TypeError(f'extensions["{OPTIONS}"] must be a dict of overrides, got {value!r}')
     return value
+
+
+def time_left(request: httpx.Request, now: float) -> float | None:
+    """Seconds until the logical request's deadline (None when it has none)."""
+    deadline = request.extensions.get(DEADLINE)
+    return None if deadline is None else deadline - now
 
 
 def replayable(request: httpx.Request) -> bool:

@@ -32,3 +32,23 @@ async def use() -> None:
 transport: httpx.BaseTransport = rs.RetryTransport(httpx.HTTPTransport(), rs.Retry())
 async_transport: httpx.AsyncBaseTransport = rs.RetryTransport(httpx.AsyncHTTPTransport())
 policy: rs.Retry = rs.Retry().replace(attempts=2)
+
+
+@rs.RateLimit("5/second")
+def limited(x: int) -> str:
+    return str(x)
+
+
+@rs.RateLimit("5/second", mode="raise")
+async def alimited(x: int) -> float:
+    return x / 2
+
+
+async def use_limited() -> None:
+    assert_type(limited(1), str)
+    assert_type(await alimited(1), float)
+
+
+limit_transport: httpx.BaseTransport = rs.RateLimitTransport(
+    httpx.HTTPTransport(), rs.RateLimit("10/second;500/minute")
+)
