@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from resilience._retry_after import (
     parse_delay_seconds,
     parse_http_date,
+    parse_rate_limit_pause,
     parse_retry_after,
     parse_should_retry,
 )
@@ -326,3 +327,45 @@ def test_should_retry_lookup_is_case_insensitive_with_httpx_headers() -> None:
     """``X-Should-Retry`` in any case is read from ``httpx.Headers``."""
     assert parse_should_retry(httpx.Headers({"X-Should-Retry": "False"})) is False
     assert parse_should_retry(httpx.Headers({"X-SHOULD-RETRY": "true"})) is True
+
+
+# -- RateLimit-Remaining / RateLimit-Reset --------------------------------------------------
+
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"ratelimit-remaining": "0", "ratelimit-reset": "7"}, 7.0),
+        ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "2.5"}, 2.5),
+        ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(NOW) + 30)}, 30.0),
+        ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(NOW) - 30)}, None),
+        ({"ratelimit-remaining": "3", "ratelimit-reset": "7"}, None),
+        ({"ratelimit-remaining": "0"}, None),
+        ({"ratelimit-remaining": "0", "ratelimit-reset": "soon"}, None),
+        ({"ratelimit-remaining": "0", "ratelimit-reset": "-5"}, None),
+        ({"ratelimit-reset": "7"}, None),
+        ({}, None),
+    ],
+)
+def test_rate_limit_pause(headers: dict[str, str], expected: float | None) -> None:
+    """Only a spent quota with a readable reset (delta or epoch) pauses, never a past one."""
+    assert parse_rate_limit_pause(headers, NOW) == expected
+
+
+def test_rate_limit_pause_reads_httpx_headers_case_insensitively() -> None:
+    """Header names match whatever their case (httpx.Headers)."""
+    headers = httpx.Headers({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "4"})
+    assert parse_rate_limit_pause(headers, NOW) == 4.0
+
+
+@given(remaining=st.text(max_size=12), reset=st.text(max_size=30))
+def test_rate_limit_pause_never_raises(remaining: str, reset: str) -> None:
+    """Arbitrary header values never raise; a pause, when given, is positive and finite."""
+    for prefix in ("ratelimit-", "x-ratelimit-"):
+        value = parse_rate_limit_pause(
+            {prefix + "remaining": remaining, prefix + "reset": reset}, NOW
+        )
+        assert value is None or 0 < value < float("inf")
