@@ -8,8 +8,15 @@
 
 import inspect as _inspect
 
+from ._breaker import FAILURE_STATUSES, BreakerStorage, CircuitBreaker, MemoryBreakerStorage
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock
-from ._exceptions import DeadlineExceeded, RateLimitExceeded, ResilienceError, RetryError
+from ._exceptions import (
+    CircuitOpenError,
+    DeadlineExceeded,
+    RateLimitExceeded,
+    ResilienceError,
+    RetryError,
+)
 from ._keys import KeyFunc, global_key, per_endpoint, per_host
 from ._ratelimit import RateLimit, RateLimitStorage
 from ._retry import (
@@ -20,16 +27,22 @@ from ._retry import (
     Retry,
     RetryBudget,
 )
-from ._transports import RateLimitTransport, RetryTransport
+from ._transports import CircuitBreakerTransport, RateLimitTransport, RetryTransport
 
 __all__ = [
+    "FAILURE_STATUSES",
     "IDEMPOTENT",
     "RETRY_STATUSES",
     "SYSTEM_CLOCK",
     "Backoff",
+    "BreakerStorage",
+    "CircuitBreaker",
+    "CircuitBreakerTransport",
+    "CircuitOpenError",
     "Clock",
     "DeadlineExceeded",
     "KeyFunc",
+    "MemoryBreakerStorage",
     "MemoryBudgetStorage",
     "RateLimit",
     "RateLimitExceeded",

@@ -5,7 +5,8 @@
     ResilienceError                 every error this library raises on purpose
     ├── RetryError                  a decorated function ran out of attempts
     ├── DeadlineExceeded            an attempt was cut off by the logical request's deadline
-    └── RateLimitExceeded           the rate limit refused a call (mode="raise", or max_wait)
+    ├── RateLimitExceeded           the rate limit refused a call (mode="raise", or max_wait)
+    └── CircuitOpenError            the circuit is open (or its one probe is in flight)
 
 These are plain Python classes and carry no HTTP library in their ancestry. The httpx adapter
 (``resilience._transports``) raises subclasses that also derive from the matching httpx class,
@@ -15,7 +16,13 @@ raised inside a transport.
 
 from __future__ import annotations
 
-__all__ = ["DeadlineExceeded", "RateLimitExceeded", "ResilienceError", "RetryError"]
+__all__ = [
+    "CircuitOpenError",
+    "DeadlineExceeded",
+    "RateLimitExceeded",
+    "ResilienceError",
+    "RetryError",
+]
 
 
 class ResilienceError(Exception):
@@ -63,6 +70,23 @@ class RateLimitExceeded(ResilienceError):
     Attributes:
         retry_after: seconds until the limit is expected to let a call through.
         key: the rate-limit key that is exhausted.
+    """
+
+    def __init__(self, message: str, *, retry_after: float, key: str) -> None:
+        self.retry_after = retry_after
+        self.key = key
+        super().__init__(message)
+
+
+class CircuitOpenError(ResilienceError):
+    """The circuit is open: the call failed fast, without touching the dependency.
+
+    The call that trips a breaker gets its own outcome; only later calls get this error.
+
+    Attributes:
+        retry_after: seconds until a probe is allowed (0 while another caller's probe is in
+            flight: callers never queue behind a probe).
+        key: the breaker's key.
     """
 
     def __init__(self, message: str, *, retry_after: float, key: str) -> None:

@@ -6,8 +6,16 @@ HTTP library, so a second client library can get its own adapter without touchin
 
 from __future__ import annotations
 
-from ._httpx import DeadlineExceeded, RateLimitExceeded
+from ._httpx import CircuitOpenError, DeadlineExceeded, RateLimitExceeded
+from .breaker import CircuitBreakerTransport
 from .ratelimit import RateLimitTransport
 from .retry import RetryTransport
 
-__all__ = ["DeadlineExceeded", "RateLimitExceeded", "RateLimitTransport", "RetryTransport"]
+__all__ = [
+    "CircuitBreakerTransport",
+    "CircuitOpenError",
+    "DeadlineExceeded",
+    "RateLimitExceeded",
+    "RateLimitTransport",
+    "RetryTransport",
+]

@@ -13,6 +13,7 @@ from .._retry import Failure
 __all__ = [
     "DEADLINE",
     "OPTIONS",
+    "CircuitOpenError",
     "DeadlineExceeded",
     "RateLimitExceeded",
     "aclose_quietly",
@@ -54,6 +55,17 @@ class RateLimitExceeded(_exceptions.RateLimitExceeded, httpx.TransportError):
         self, message: str, *, retry_after: float, key: str, request: httpx.Request | None = None
     ) -> None:
         _exceptions.RateLimitExceeded.__init__(self, message, retry_after=retry_after, key=key)
+        if request is not None:
+            self.request = request
+
+
+class CircuitOpenError(_exceptions.CircuitOpenError, httpx.TransportError):
+    """:class:`resilience.CircuitOpenError` from a transport: also an ``httpx.TransportError``."""
+
+    def __init__(
+        self, message: str, *, retry_after: float, key: str, request: httpx.Request | None = None
+    ) -> None:
+        _exceptions.CircuitOpenError.__init__(self, message, retry_after=retry_after, key=key)
         if request is not None:
             self.request = request
 

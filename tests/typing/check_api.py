@@ -52,3 +52,23 @@ async def use_limited() -> None:
 limit_transport: httpx.BaseTransport = rs.RateLimitTransport(
     httpx.HTTPTransport(), rs.RateLimit("10/second;500/minute")
 )
+
+
+@rs.CircuitBreaker(fail_max=3, reset_timeout=10.0)
+async def charge(amount: int) -> bool:
+    return amount > 0
+
+
+@rs.CircuitBreaker()
+def lookup(name: str) -> list[str]:
+    return [name]
+
+
+async def use_breaker() -> None:
+    assert_type(await charge(1), bool)
+    assert_type(lookup("x"), list[str])
+
+
+breaker_transport: httpx.AsyncBaseTransport = rs.CircuitBreakerTransport(
+    httpx.AsyncHTTPTransport(), rs.CircuitBreaker(failure_statuses={500, 503})
+)
