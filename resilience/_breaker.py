@@ -17,7 +17,9 @@ breaker that a failed probe just re-opened. Here:
 - half-open: exactly one probe at a time is let through (threads and tasks alike); others
   fail fast with ``retry_after=0``; the probe's success closes the circuit (after
   ``success_threshold`` of them), its failure re-opens it;
-- outcomes of calls admitted before a transition are ignored once the state has moved on;
+- outcomes of calls admitted before a transition are ignored once the state has moved on
+  (each permit carries the circuit's generation; with a shared store, transitions made by
+  other processes are not counted, so there it holds within each process);
 - cancellation and resilience's own errors are neutral: they change nothing.
 
 Locks are held only around these bookkeeping steps, never across the call.
@@ -58,6 +60,7 @@ __all__ = [
     "MemoryBreakerStorage",
     "Outcome",
     "Permit",
+    "Ticket",
 ]
 
 FAILURE_STATUSES: frozenset[int] = frozenset({500, 502, 503, 504})
@@ -94,16 +97,30 @@ class Permit(enum.Enum):
     PROBE = "probe"
 
 
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What :meth:`CircuitBreaker.admit` hands out and :meth:`CircuitBreaker.record` takes back.
+
+    ``generation`` counts the circuit's transitions in this process: an outcome reported with
+    a ticket from an earlier generation is stale news and is ignored.
+    """
+
+    permit: Permit
+    generation: int
+
+
 class _Circuit:
     """One key's breaker: pybreaker's storage, a pybreaker shell for listeners, a probe flag."""
 
-    __slots__ = ("key", "lock", "probing", "shell", "storage")
+    __slots__ = ("generation", "key", "lock", "normal", "probing", "shell", "storage")
 
     def __init__(self, key: str, storage: Any) -> None:
         self.key = key
         self.storage = storage
         self.lock = threading.Lock()
         self.probing = False
+        self.generation = 0
+        self.normal = Ticket(Permit.NORMAL, 0)  # reused: the closed path allocates nothing
         # The object listeners receive as `cb`: pybreaker's own class over the same storage,
         # so cb.name, cb.fail_counter and cb.current_state read the real state. Never called.
         self.shell = pybreaker.CircuitBreaker(state_storage=storage, name=key)
@@ -136,12 +153,11 @@ class BreakerStorage:
 
     def circuit(self, key: str) -> _Circuit:
         """The breaker of ``key`` (made on first use)."""
-        circuit = self._circuits.get(key)
-        if circuit is not None:
-            return circuit
         with self._lock:
             circuit = self._circuits.get(key)
-            if circuit is None:
+            if circuit is not None:
+                self._circuits.move_to_end(key)
+            else:
                 circuit = self._circuits[key] = _Circuit(key, self.make(key))
                 if len(self._circuits) > self.max_keys:
                     self._circuits.popitem(last=False)
@@ -265,6 +281,8 @@ class CircuitBreaker:
             storage.reset_counter()
             storage.reset_success_counter()
         storage.state = new
+        circuit.generation += 1
+        circuit.normal = Ticket(Permit.NORMAL, circuit.generation)
         shell = circuit.shell
         shell.fail_max = self.fail_max
         shell.reset_timeout = self.reset_timeout
@@ -276,7 +294,7 @@ class CircuitBreaker:
             except Exception as exc:  # a broken listener must not break the call
                 _events.info("breaker.listener_failed", key=circuit.key, error=repr(exc))
 
-    def admit(self, key: str, error: OpenError | None = None) -> Permit:
+    def admit(self, key: str, error: OpenError | None = None) -> Ticket:
         """Let a call through, or raise :class:`CircuitOpenError` without touching anything.
 
         Args:
@@ -290,11 +308,11 @@ class CircuitBreaker:
         circuit = self.storage.circuit(key)
         storage = circuit.storage
         if storage.state == CLOSED:
-            return Permit.NORMAL
+            return circuit.normal
         with circuit.lock:
             state = storage.state
             if state == CLOSED:
-                return Permit.NORMAL
+                return circuit.normal
             now = self.clock.time()
             if state == OPEN:
                 opened = storage.opened_at
@@ -309,41 +327,39 @@ class CircuitBreaker:
                     f"circuit {key!r} is half-open and its probe is in flight", 0.0, key
                 )
             circuit.probing = True
-            return Permit.PROBE
+            return Ticket(Permit.PROBE, circuit.generation)
 
-    def record(self, key: str, permit: Permit, outcome: Outcome) -> None:
-        """Count the outcome of a call that :meth:`admit` let through."""
+    def record(self, key: str, ticket: Ticket, outcome: Outcome) -> None:
+        """Count the outcome of a call that :meth:`admit` let through with ``ticket``."""
         circuit = self.storage.circuit(key)
         storage = circuit.storage
-        if permit is Permit.NORMAL and outcome is Outcome.SUCCESS and storage.state == CLOSED:
-            if storage.counter:  # the common case costs no write
+        if ticket is circuit.normal and outcome is Outcome.SUCCESS:
+            if storage.counter:  # the common case (closed, no failures) costs no write
                 with circuit.lock:
-                    if storage.state == CLOSED:
+                    if ticket is circuit.normal:
                         storage.reset_counter()
             return
         with circuit.lock:
-            if permit is Permit.PROBE:
+            probe = ticket.permit is Permit.PROBE
+            if probe:
                 circuit.probing = False
+            if outcome is Outcome.NEUTRAL or ticket.generation != circuit.generation:
+                return  # neutral, or admitted before the last transition: stale news
             state = storage.state
-            if outcome is Outcome.NEUTRAL:
-                return
-            if state == HALF_OPEN:
-                if permit is not Permit.PROBE:
-                    return  # admitted before the circuit opened: stale news
+            if probe and state == HALF_OPEN:
                 if outcome is Outcome.FAILURE:
                     self._move(circuit, OPEN, self.clock.time())
                 else:
                     storage.increment_success_counter()
                     if storage.success_counter >= self.success_threshold:
                         self._move(circuit, CLOSED, self.clock.time())
-            elif state == CLOSED and permit is Permit.NORMAL:
+            elif not probe and state == CLOSED:
                 if outcome is Outcome.FAILURE:
                     storage.increment_counter()
                     if storage.counter >= self.fail_max:
                         self._move(circuit, OPEN, self.clock.time())
                 else:
                     storage.reset_counter()
-            # open: a call admitted before the trip reports late; it changes nothing
 
     # -- decorator -------------------------------------------------------------------------------
 
@@ -378,7 +394,7 @@ class CircuitBreaker:
 
             @functools.wraps(function)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                permit = breaker.admit(key)
+                ticket = breaker.admit(key)
                 outcome = Outcome.NEUTRAL
                 try:
                     result = await function(*args, **kwargs)
@@ -388,13 +404,13 @@ class CircuitBreaker:
                     outcome = breaker.classify_error(exc)
                     raise
                 finally:
-                    breaker.record(key, permit, outcome)
+                    breaker.record(key, ticket, outcome)
 
             return cast("Callable[P, R]", async_wrapper)
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            permit = breaker.admit(key)
+            ticket = breaker.admit(key)
             outcome = Outcome.NEUTRAL
             try:
                 result = function(*args, **kwargs)
@@ -404,6 +420,6 @@ class CircuitBreaker:
                 outcome = breaker.classify_error(exc)
                 raise
             finally:
-                breaker.record(key, permit, outcome)
+                breaker.record(key, ticket, outcome)
 
         return cast("Callable[P, R]", wrapper)

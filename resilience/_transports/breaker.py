@@ -113,7 +113,7 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         if policy is None:
             return transport.handle_request(request)
         key = self._key(request, policy)
-        permit = policy.admit(key, self._refused(request))
+        ticket = policy.admit(key, self._refused(request))
         outcome = Outcome.NEUTRAL
         try:
             response = transport.handle_request(request)
@@ -123,7 +123,7 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             outcome = self._error_outcome(policy, exc)
             raise
         finally:
-            policy.record(key, permit, outcome)
+            policy.record(key, ticket, outcome)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         transport = self.transport
@@ -136,7 +136,7 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         if policy is None:
             return await transport.handle_async_request(request)
         key = self._key(request, policy)
-        permit = policy.admit(key, self._refused(request))
+        ticket = policy.admit(key, self._refused(request))
         outcome = Outcome.NEUTRAL
         try:
             response = await transport.handle_async_request(request)
@@ -146,7 +146,7 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             outcome = self._error_outcome(policy, exc)
             raise
         finally:
-            policy.record(key, permit, outcome)
+            policy.record(key, ticket, outcome)
 
     def close(self) -> None:
         if isinstance(self.transport, httpx.BaseTransport):
