@@ -1,10 +1,11 @@
-"""Benchmark: the cost of ``resilience.RetryTransport`` next to bare httpx and httpx-retries.
+"""Benchmark: the cost of resilience's retry, rate-limit and breaker layers next to bare httpx.
 
-Run ``python bench/run.py`` (under 2 minutes), ``python bench/run.py --quick`` (a smoke run of
-a few seconds) or ``python bench/run.py --rounds 9 --json results.json``. See bench/README.md.
+Run ``python bench/run.py`` (about 3 minutes), ``python bench/run.py --quick`` (a smoke run of
+well under a minute) or ``python bench/run.py --rounds 9 --json results.json``. See
+bench/README.md.
 
-Sections, each measured for three variants (bare httpx, httpx + resilience's RetryTransport
-with ``Retry()``, httpx + httpx-retries' RetryTransport with its ``Retry()``):
+Sections 1 to 6 measure three variants (bare httpx, httpx + resilience's RetryTransport with
+``Retry()``, httpx + httpx-retries' RetryTransport with its ``Retry()``):
 
 1. in-process, ``httpx.Client.get`` over ``httpx.MockTransport``: microseconds per request;
 2. the same with ``httpx.AsyncClient`` and sequential awaits;
@@ -12,6 +13,22 @@ with ``Retry()``, httpx + httpx-retries' RetryTransport with its ``Retry()``):
 4. the same for ``await transport.handle_async_request(request)``;
 5. loopback HTTP/1.1 to a server in a subprocess, sequential ``httpx.Client.get``: req/s;
 6. loopback with ``httpx.AsyncClient``, ``concurrency`` requests in flight: req/s.
+
+Sections 7 to 12 measure the rate-limit and breaker layers (``RateLimitTransport``,
+``CircuitBreakerTransport``, ``acquire``):
+
+7. the transport layers, sync: bare, RateLimitTransport alone (moving and fixed window, a limit
+   that never binds), CircuitBreakerTransport alone (closed), RetryTransport alone,
+   RetryTransport over RateLimitTransport, and all three in the documented order (retry over
+   breaker over rate limit);
+8. the same, async;
+9. loopback, sequential: bare httpx vs retry over rate limit vs all three;
+10. loopback, ``concurrency`` in flight: the same three;
+11. accuracy on the real clock: ``"20/second"`` with many callers, achieved rate and the most
+    acquisitions seen in any one-second window (``acquire_async`` with tasks, ``acquire`` with
+    threads, no HTTP);
+12. ``acquire_async`` against aiolimiter and pyrate-limiter: microseconds per acquisition when
+    the limit never binds, next to each one's accuracy at ``"20/second"``.
 
 Variants are interleaved within every round (the starting variant rotates from one pass to the
 next), a warm-up batch of each runs first, and the median over the samples is reported. Only
@@ -41,17 +58,43 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from types import FrameType
-from typing import IO, Any, Literal, TypeAlias
+from typing import IO, Any, Literal, TypeAlias, TypeVar
 
 import httpx
 import httpx_retries
+import ratelimit as rl  # bench/ratelimit.py, beside this script
 
 import resilience
+from resilience._ratelimit import Strategy, acquire, acquire_async
 
 BARE = "httpx"
 OURS = "resilience"
 PEER = "httpx-retries"
 VARIANTS: tuple[str, ...] = (BARE, OURS, PEER)
+
+# the rate-limit sections (7-10)
+LIMIT = "ratelimit"  # RateLimitTransport, moving window (the default), never binding
+LIMIT_FIXED = "ratelimit-fixed"  # the same with the fixed window
+RETRY = "retry"  # RetryTransport(inner, Retry()): the "resilience" variant of sections 1-6
+BREAKER = "breaker"  # CircuitBreakerTransport(inner, CircuitBreaker()), always closed
+STACK = "retry+ratelimit"  # RetryTransport(RateLimitTransport(inner, limit), Retry())
+# the three layers in the documented order: RetryTransport(CircuitBreakerTransport(
+# RateLimitTransport(inner, limit), CircuitBreaker()), Retry())
+ALL3 = "retry+breaker+ratelimit"
+LAYER_VARIANTS: tuple[str, ...] = (BARE, LIMIT, LIMIT_FIXED, BREAKER, RETRY, STACK, ALL3)
+STACK_VARIANTS: tuple[str, ...] = (BARE, STACK, ALL3)
+
+# the limiter sections (11, 12)
+LIM_OURS = "resilience"  # acquire_async, moving window
+LIM_OURS_FIXED = "resilience-fixed"  # acquire_async, fixed window
+LIM_AIO = rl.AioLimiterPeer.name
+LIM_PYRATE = rl.PyratePeer.name
+LIMITERS: tuple[str, ...] = (LIM_OURS, LIM_OURS_FIXED, LIM_AIO, LIM_PYRATE)
+
+# hits already in the moving window when its cost is measured (the note under section 12)
+OCCUPANCY: tuple[int, ...] = (0, 25_000, 50_000, 100_000)
+
+Transport = TypeVar("Transport", httpx.BaseTransport, httpx.AsyncBaseTransport)
 
 Unit: TypeAlias = Literal["us", "rps"]
 SyncRunner: TypeAlias = Callable[[int], float]  # batch size -> µs per call, or req/s
@@ -85,12 +128,17 @@ class Config:
     """How much work each sample does, and how many samples are taken."""
 
     rounds: int
-    repeats: int  # interleaved passes per round in sections 1-5 (not the slow async loopback)
+    repeats: int  # interleaved passes per round (not in the slow async loopback: 6, 10)
     client_calls: int  # per in-process client batch (sections 1, 2)
-    layer_calls: int  # per in-process transport-layer batch (sections 3, 4)
-    sync_requests: int  # per sequential loopback batch (section 5)
-    async_requests: int  # per concurrent loopback batch (section 6)
-    concurrency: int  # requests in flight in section 6 (and the pool size)
+    layer_calls: int  # per in-process transport-layer batch (sections 3, 4, 7, 8)
+    sync_requests: int  # per sequential loopback batch (sections 5, 9)
+    async_requests: int  # per concurrent loopback batch (sections 6, 10)
+    concurrency: int  # requests in flight in sections 6 and 10 (and the pool size)
+    limiter_calls: int  # acquisitions per batch (section 12)
+    accuracy_seconds: float  # length of each accuracy run (sections 11, 12)
+    accuracy_tasks: int  # concurrent async callers in an accuracy run
+    accuracy_threads: int  # threads in the sync accuracy run
+    occupancy_calls: int  # timed acquisitions at each fill level of the moving window
     quick: bool
 
 
@@ -102,6 +150,11 @@ FULL = Config(
     sync_requests=2000,
     async_requests=2000,
     concurrency=100,
+    limiter_calls=10000,
+    accuracy_seconds=5.0,
+    accuracy_tasks=50,
+    accuracy_threads=8,
+    occupancy_calls=2000,
     quick=False,
 )
 QUICK = Config(
@@ -112,6 +165,11 @@ QUICK = Config(
     sync_requests=200,
     async_requests=300,
     concurrency=100,
+    limiter_calls=3000,
+    accuracy_seconds=2.0,
+    accuracy_tasks=50,
+    accuracy_threads=8,
+    occupancy_calls=1000,
     quick=True,
 )
 
@@ -133,9 +191,15 @@ class Section:
     warmup: int  # calls or requests in each variant's warm-up batch
     repeats: int = 1  # passes per round
     samples: dict[str, list[float]] = field(default_factory=dict)
+    variants: tuple[str, ...] = VARIANTS
+    baseline: str = BARE  # what the cost column divides by
+    versus: tuple[str, str] | None = (OURS, PEER)  # the pair compared on the last line
+    items: str | None = None  # what a batch counts, when not "calls" or "requests"
 
     @property
     def item(self) -> str:
+        if self.items is not None:
+            return self.items
         return "calls" if self.unit == "us" else "requests"
 
     def median(self, variant: str) -> float:
@@ -152,17 +216,17 @@ class Section:
         return value if self.unit == "us" else 1e6 / value
 
     def ratio(self, variant: str) -> float:
-        """Cost relative to bare httpx, median against median: above 1.00 is slower."""
-        return self.us_per_request(variant) / self.us_per_request(BARE)
+        """Cost relative to the baseline, median against median: above 1.00 is slower."""
+        return self.us_per_request(variant) / self.us_per_request(self.baseline)
 
     def paired_ratio(self, variant: str) -> float:
-        """The median of the per-pass ratios to bare httpx (robust to slow drift)."""
-        pairs = zip(self.costs(variant), self.costs(BARE), strict=True)
+        """The median of the per-pass ratios to the baseline (robust to slow drift)."""
+        pairs = zip(self.costs(variant), self.costs(self.baseline), strict=True)
         return statistics.median(cost / bare for cost, bare in pairs)
 
     def overhead_us(self, variant: str) -> float:
-        """Extra microseconds per request over bare httpx (median against median)."""
-        return self.us_per_request(variant) - self.us_per_request(BARE)
+        """Extra microseconds per request over the baseline (median against median)."""
+        return self.us_per_request(variant) - self.us_per_request(self.baseline)
 
     def wins(self, variant: str, other: str) -> int:
         """In how many passes ``variant`` cost less than ``other`` (samples are paired)."""
@@ -171,27 +235,41 @@ class Section:
 
     @property
     def passes(self) -> int:
-        return len(self.samples[BARE])
+        return len(self.samples[self.baseline])
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        vs = "bare" if self.baseline == BARE else self.baseline.replace("-", "_")
+        variants = self.variants
+        data: dict[str, Any] = {
             "title": self.title,
             "unit": "us_per_request" if self.unit == "us" else "requests_per_second",
             "batch": self.batch,
+            "batch_counts": self.item,
             "warmup": self.warmup,
             "repeats_per_round": self.repeats,
+            "baseline": self.baseline,
             "samples": self.samples,
-            "median": {v: self.median(v) for v in VARIANTS},
-            "min": {v: min(self.samples[v]) for v in VARIANTS},
-            "max": {v: max(self.samples[v]) for v in VARIANTS},
-            "cost_ratio_vs_bare": {v: self.ratio(v) for v in VARIANTS},
-            "paired_cost_ratio_vs_bare": {v: self.paired_ratio(v) for v in VARIANTS},
-            "overhead_us_vs_bare": {v: self.overhead_us(v) for v in VARIANTS},
-            "overhead_percent_vs_bare": {v: (self.ratio(v) - 1) * 100 for v in VARIANTS},
+            "median": {v: self.median(v) for v in variants},
+            "min": {v: min(self.samples[v]) for v in variants},
+            "max": {v: max(self.samples[v]) for v in variants},
+            f"cost_ratio_vs_{vs}": {v: self.ratio(v) for v in variants},
+            f"paired_cost_ratio_vs_{vs}": {v: self.paired_ratio(v) for v in variants},
+            f"overhead_us_vs_{vs}": {v: self.overhead_us(v) for v in variants},
+            f"overhead_percent_vs_{vs}": {v: (self.ratio(v) - 1) * 100 for v in variants},
             "passes": self.passes,
-            "passes_slower_than_bare": {v: self.wins(BARE, v) for v in VARIANTS},
-            "passes_resilience_cheaper_than_peer": self.wins(OURS, PEER),
+            f"passes_slower_than_{vs}": {v: self.wins(self.baseline, v) for v in variants},
         }
+        if self.versus == (OURS, PEER):
+            data["passes_resilience_cheaper_than_peer"] = self.wins(OURS, PEER)
+        elif self.versus is not None:
+            mine, other = self.versus
+            data["versus"] = {
+                "variant": mine,
+                "other": other,
+                "delta_us": self.us_per_request(mine) - self.us_per_request(other),
+                "passes_cheaper": self.wins(mine, other),
+            }
+        return data
 
 
 # --------------------------------------------------------------------------- scheduling
@@ -210,19 +288,19 @@ def quiet_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _orders(passes: int) -> Iterator[tuple[str, ...]]:
+def _orders(variants: tuple[str, ...], passes: int) -> Iterator[tuple[str, ...]]:
     """The variant order of each pass: ABC, BCA, CAB, ABC, ..."""
     for index in range(passes):
-        shift = index % len(VARIANTS)
-        yield VARIANTS[shift:] + VARIANTS[:shift]
+        shift = index % len(variants)
+        yield variants[shift:] + variants[:shift]
 
 
 def interleave(section: Section, rounds: int, runners: dict[str, SyncRunner]) -> Section:
     """Warm every variant up once, then take one sample of each per pass, interleaved."""
-    for variant in VARIANTS:
+    for variant in section.variants:
         runners[variant](section.warmup)
-    section.samples = {variant: [] for variant in VARIANTS}
-    for order in _orders(rounds * section.repeats):
+    section.samples = {variant: [] for variant in section.variants}
+    for order in _orders(section.variants, rounds * section.repeats):
         for variant in order:
             section.samples[variant].append(runners[variant](section.batch))
     return section
@@ -230,10 +308,10 @@ def interleave(section: Section, rounds: int, runners: dict[str, SyncRunner]) ->
 
 async def ainterleave(section: Section, rounds: int, runners: dict[str, AsyncRunner]) -> Section:
     """:func:`interleave` for coroutines."""
-    for variant in VARIANTS:
+    for variant in section.variants:
         await runners[variant](section.warmup)
-    section.samples = {variant: [] for variant in VARIANTS}
-    for order in _orders(rounds * section.repeats):
+    section.samples = {variant: [] for variant in section.variants}
+    for order in _orders(section.variants, rounds * section.repeats):
         for variant in order:
             section.samples[variant].append(await runners[variant](section.batch))
     return section
@@ -247,33 +325,87 @@ def ok(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=b"ok")
 
 
-def wrap_sync(variant: str, inner: httpx.BaseTransport) -> httpx.BaseTransport:
-    """``inner`` as the variant uses it: bare, or under one of the two retry transports."""
-    if variant == OURS:
+def wrap(variant: str, inner: Transport) -> Transport:
+    """``inner`` as the variant uses it: bare, or under the layers the variant names.
+
+    Each rate-limited variant gets a fresh :func:`ratelimit.never_binding` policy, so no two
+    variants share counts.
+    """
+    if variant in (OURS, RETRY):
         return resilience.RetryTransport(inner, resilience.Retry())
     if variant == PEER:
         return httpx_retries.RetryTransport(inner, httpx_retries.Retry())
-    return inner
+    if variant == LIMIT:
+        return resilience.RateLimitTransport(inner, rl.never_binding())
+    if variant == LIMIT_FIXED:
+        return resilience.RateLimitTransport(inner, rl.never_binding("fixed-window"))
+    if variant == BREAKER:
+        return resilience.CircuitBreakerTransport(inner, resilience.CircuitBreaker())
+    if variant == STACK:
+        limited = resilience.RateLimitTransport(inner, rl.never_binding())
+        return resilience.RetryTransport(limited, resilience.Retry())
+    if variant == ALL3:
+        limited = resilience.RateLimitTransport(inner, rl.never_binding())
+        broken = resilience.CircuitBreakerTransport(limited, resilience.CircuitBreaker())
+        return resilience.RetryTransport(broken, resilience.Retry())
+    if variant == BARE:
+        return inner
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def wrap_sync(variant: str, inner: httpx.BaseTransport) -> httpx.BaseTransport:
+    return wrap(variant, inner)
 
 
 def wrap_async(variant: str, inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
-    """:func:`wrap_sync` for async transports."""
-    if variant == OURS:
-        return resilience.RetryTransport(inner, resilience.Retry())
-    if variant == PEER:
-        return httpx_retries.RetryTransport(inner, httpx_retries.Retry())
-    return inner
+    return wrap(variant, inner)
+
+
+def _layers(transport: object) -> list[object]:
+    """The chain of transports: the outermost first, each the ``.transport`` of the one before."""
+    chain = [transport]
+    ours = (
+        resilience.RetryTransport,
+        resilience.RateLimitTransport,
+        resilience.CircuitBreakerTransport,
+    )
+    while isinstance(chain[-1], ours):
+        chain.append(chain[-1].transport)
+    return chain
+
+
+def policies(transport: object) -> list[resilience.RateLimit]:
+    """The rate-limit policies found in ``transport``'s chain of layers."""
+    return [
+        t.rate_limit for t in _layers(transport) if isinstance(t, resilience.RateLimitTransport)
+    ]
 
 
 def check_wrapping(transport: object, variant: str) -> None:
-    """Fail loudly if a client is not using the transport the variant names."""
-    expected: type[object] = {
-        BARE: object,
-        OURS: resilience.RetryTransport,
-        PEER: httpx_retries.RetryTransport,
+    """Fail loudly if a client is not using the transports the variant names."""
+    expected: tuple[type[object], ...] = {
+        BARE: (object,),
+        OURS: (resilience.RetryTransport, object),
+        RETRY: (resilience.RetryTransport, object),
+        PEER: (httpx_retries.RetryTransport,),
+        LIMIT: (resilience.RateLimitTransport, object),
+        LIMIT_FIXED: (resilience.RateLimitTransport, object),
+        BREAKER: (resilience.CircuitBreakerTransport, object),
+        STACK: (resilience.RetryTransport, resilience.RateLimitTransport, object),
+        ALL3: (
+            resilience.RetryTransport,
+            resilience.CircuitBreakerTransport,
+            resilience.RateLimitTransport,
+            object,
+        ),
     }[variant]
-    if not isinstance(transport, expected):
+    chain = _layers(transport)
+    if len(chain) != len(expected) or not all(map(isinstance, chain, expected)):
         raise RuntimeError(f"{variant}: the client uses {transport!r}")
+    for policy in policies(transport):
+        strategy = "fixed-window" if variant == LIMIT_FIXED else "moving-window"
+        if policy.rate != rl.NEVER_RATE or policy.strategy != strategy:
+            raise RuntimeError(f"{variant}: unexpected rate limit {policy!r}")
 
 
 def check_response(response: httpx.Response, variant: str) -> None:
@@ -363,23 +495,60 @@ def bench_client_async(cfg: Config) -> Section:
     return asyncio.run(main())
 
 
-def bench_layer_sync(cfg: Config) -> Section:
-    section = Section(
-        "inprocess_layer_sync",
-        "transport layer only: transport.handle_request(request), pre-built request",
+def _resetter(transport: object, request: httpx.Request) -> Callable[[], None]:
+    """Empties the rate-limit windows of ``transport``'s layers for ``request``'s key.
+
+    Called before every batch (untimed), so a moving window holds at most one batch of hits.
+    """
+    found = policies(transport)
+    key = resilience.per_host(request)  # the key RateLimitTransport uses by default
+
+    def reset() -> None:
+        for policy in found:
+            rl.reset(policy, key)
+
+    return reset
+
+
+def layer_section(
+    cfg: Config,
+    key: str,
+    title: str,
+    variants: tuple[str, ...],
+    versus: tuple[str, str] | None,
+) -> Section:
+    return Section(
+        key,
+        title,
         "us",
         batch=cfg.layer_calls,
         warmup=cfg.layer_calls,
         repeats=cfg.repeats,
+        variants=variants,
+        versus=versus,
     )
+
+
+def bench_layer_sync(cfg: Config, section: Section | None = None) -> Section:
+    if section is None:
+        section = layer_section(
+            cfg,
+            "inprocess_layer_sync",
+            "transport layer only: transport.handle_request(request), pre-built request",
+            VARIANTS,
+            (OURS, PEER),
+        )
 
     def runner(variant: str) -> SyncRunner:
         transport = wrap_sync(variant, httpx.MockTransport(ok))
+        check_wrapping(transport, variant)
         request = httpx.Request("GET", MOCK_URL)
         check_response(transport.handle_request(request), variant)
         handle = transport.handle_request
+        reset = _resetter(transport, request)
 
         def run(calls: int) -> float:
+            reset()
             with quiet_gc():
                 start = time.perf_counter_ns()
                 for _ in range(calls):
@@ -389,29 +558,32 @@ def bench_layer_sync(cfg: Config) -> Section:
 
         return run
 
-    return interleave(section, cfg.rounds, {v: runner(v) for v in VARIANTS})
+    return interleave(section, cfg.rounds, {v: runner(v) for v in section.variants})
 
 
-def bench_layer_async(cfg: Config) -> Section:
-    section = Section(
-        "inprocess_layer_async",
-        "transport layer only: await transport.handle_async_request(request)",
-        "us",
-        batch=cfg.layer_calls,
-        warmup=cfg.layer_calls,
-        repeats=cfg.repeats,
-    )
+def bench_layer_async(cfg: Config, section: Section | None = None) -> Section:
+    if section is None:
+        section = layer_section(
+            cfg,
+            "inprocess_layer_async",
+            "transport layer only: await transport.handle_async_request(request)",
+            VARIANTS,
+            (OURS, PEER),
+        )
 
-    async def main() -> Section:
+    async def main(section: Section) -> Section:
         async def runner(variant: str) -> AsyncRunner:
             transport = wrap_async(variant, httpx.MockTransport(ok))
+            check_wrapping(transport, variant)
             request = httpx.Request("GET", MOCK_URL)
             response = await transport.handle_async_request(request)
             await response.aread()
             check_response(response, variant)
             handle = transport.handle_async_request
+            reset = _resetter(transport, request)
 
             async def run(calls: int) -> float:
+                reset()
                 with quiet_gc():
                     start = time.perf_counter_ns()
                     for _ in range(calls):
@@ -421,10 +593,38 @@ def bench_layer_async(cfg: Config) -> Section:
 
             return run
 
-        runners = {v: await runner(v) for v in VARIANTS}
+        runners = {v: await runner(v) for v in section.variants}
         return await ainterleave(section, cfg.rounds, runners)
 
-    return asyncio.run(main())
+    return asyncio.run(main(section))
+
+
+def bench_limit_layer_sync(cfg: Config) -> Section:
+    return bench_layer_sync(
+        cfg,
+        layer_section(
+            cfg,
+            "ratelimit_layer_sync",
+            "layers: transport.handle_request(request) over MockTransport, "
+            f"limit {rl.NEVER_RATE!r} (never waits)",
+            LAYER_VARIANTS,
+            (STACK, RETRY),
+        ),
+    )
+
+
+def bench_limit_layer_async(cfg: Config) -> Section:
+    return bench_layer_async(
+        cfg,
+        layer_section(
+            cfg,
+            "ratelimit_layer_async",
+            "layers: await transport.handle_async_request(request), "
+            f"limit {rl.NEVER_RATE!r} (never waits)",
+            LAYER_VARIANTS,
+            (STACK, RETRY),
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- loopback
@@ -473,22 +673,52 @@ class Server:
             self.process.stdout.close()
 
 
-def bench_loopback_sync(cfg: Config, url: str) -> Section:
-    section = Section(
-        "loopback_sync",
-        "loopback: httpx.Client.get, sequential, one keep-alive connection",
+def loopback_sync_section(
+    cfg: Config, key: str, title: str, variants: tuple[str, ...], versus: tuple[str, str] | None
+) -> Section:
+    return Section(
+        key,
+        title,
         "rps",
         batch=cfg.sync_requests,
         warmup=max(cfg.sync_requests // 4, 50),
         repeats=cfg.repeats,
+        variants=variants,
+        versus=versus,
     )
+
+
+def loopback_async_section(
+    cfg: Config, key: str, title: str, variants: tuple[str, ...], versus: tuple[str, str] | None
+) -> Section:
+    return Section(
+        key,
+        title,
+        "rps",
+        batch=cfg.async_requests,
+        # enough to open every connection of the pool before timing starts
+        warmup=max(cfg.async_requests // 3, 2 * cfg.concurrency),
+        variants=variants,
+        versus=versus,
+    )
+
+
+def bench_loopback_sync(cfg: Config, url: str, section: Section | None = None) -> Section:
+    if section is None:
+        section = loopback_sync_section(
+            cfg,
+            "loopback_sync",
+            "loopback: httpx.Client.get, sequential, one keep-alive connection",
+            VARIANTS,
+            (OURS, PEER),
+        )
     # httpx's default limits, but with idle connections kept for KEEPALIVE_EXPIRY
     limits = httpx.Limits(
         max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_EXPIRY
     )
     clients = {
         v: httpx.Client(transport=wrap_sync(v, httpx.HTTPTransport(limits=limits)), trust_env=False)
-        for v in VARIANTS
+        for v in section.variants
     }
 
     def runner(variant: str) -> SyncRunner:
@@ -512,24 +742,24 @@ def bench_loopback_sync(cfg: Config, url: str) -> Section:
         return run
 
     try:
-        return interleave(section, cfg.rounds, {v: runner(v) for v in VARIANTS})
+        return interleave(section, cfg.rounds, {v: runner(v) for v in section.variants})
     finally:
         for client in clients.values():
             client.close()
 
 
-def bench_loopback_async(cfg: Config, url: str) -> Section:
-    section = Section(
-        "loopback_async",
-        f"loopback: httpx.AsyncClient.get, {cfg.concurrency} concurrent (asyncio.gather)",
-        "rps",
-        batch=cfg.async_requests,
-        # enough to open every connection of the pool before timing starts
-        warmup=max(cfg.async_requests // 3, 2 * cfg.concurrency),
-    )
+def bench_loopback_async(cfg: Config, url: str, section: Section | None = None) -> Section:
+    if section is None:
+        section = loopback_async_section(
+            cfg,
+            "loopback_async",
+            f"loopback: httpx.AsyncClient.get, {cfg.concurrency} concurrent (asyncio.gather)",
+            VARIANTS,
+            (OURS, PEER),
+        )
     limits = httpx.Limits(max_connections=cfg.concurrency, keepalive_expiry=KEEPALIVE_EXPIRY)
 
-    async def main() -> Section:
+    async def main(section: Section) -> Section:
         # The pool size is the inner transport's: a client ignores limits= when given a transport.
         clients = {
             v: httpx.AsyncClient(
@@ -537,7 +767,7 @@ def bench_loopback_async(cfg: Config, url: str) -> Section:
                 trust_env=False,
                 timeout=30.0,
             )
-            for v in VARIANTS
+            for v in section.variants
         }
 
         async def runner(variant: str) -> AsyncRunner:
@@ -565,11 +795,147 @@ def bench_loopback_async(cfg: Config, url: str) -> Section:
             return run
 
         try:
-            runners = {v: await runner(v) for v in VARIANTS}
+            runners = {v: await runner(v) for v in section.variants}
             return await ainterleave(section, cfg.rounds, runners)
         finally:
             for client in clients.values():
                 await client.aclose()
+
+    return asyncio.run(main(section))
+
+
+def bench_limit_loopback_sync(cfg: Config, url: str) -> Section:
+    title = (
+        "loopback, layers stacked: httpx.Client.get, sequential, one keep-alive "
+        f"connection, limit {rl.NEVER_RATE!r}"
+    )
+    section = loopback_sync_section(cfg, "ratelimit_loopback_sync", title, STACK_VARIANTS, None)
+    return bench_loopback_sync(cfg, url, section)
+
+
+def bench_limit_loopback_async(cfg: Config, url: str) -> Section:
+    title = (
+        f"loopback, layers stacked: httpx.AsyncClient.get, {cfg.concurrency} concurrent, "
+        f"limit {rl.NEVER_RATE!r}"
+    )
+    section = loopback_async_section(cfg, "ratelimit_loopback_async", title, STACK_VARIANTS, None)
+    return bench_loopback_async(cfg, url, section)
+
+
+# --------------------------------------------------------------------------- limiters
+
+
+def bench_accuracy(cfg: Config) -> list[rl.Accuracy]:
+    """Section 11: each path of ours against a binding "20/second", one run after the other."""
+    seconds = cfg.accuracy_seconds
+    tasks = f"{cfg.accuracy_tasks} tasks"
+    results: list[rl.Accuracy] = []
+
+    def fresh(strategy: Strategy) -> resilience.RateLimit:
+        return resilience.RateLimit(rl.ACCURACY_RATE, strategy=strategy)
+
+    async def run_async(strategy: Strategy) -> rl.Accuracy:
+        policy = fresh(strategy)
+        name = f"acquire_async, {strategy}"
+        result = rl.Accuracy(name, tasks, rl.ACCURACY_PER_SECOND, seconds)
+
+        async def acquire() -> None:
+            await acquire_async(policy, rl.KEY, 30)
+
+        return await rl.accuracy_async(result, acquire, cfg.accuracy_tasks)
+
+    results.append(asyncio.run(run_async("moving-window")))
+    policy = fresh("moving-window")
+    threads = f"{cfg.accuracy_threads} threads"
+    result = rl.Accuracy("acquire (sync), moving-window", threads, rl.ACCURACY_PER_SECOND, seconds)
+
+    def acquire_sync(max_wait: float) -> None:
+        acquire(policy, rl.KEY, max_wait)
+
+    results.append(rl.accuracy_threads(result, acquire_sync, cfg.accuracy_threads))
+    results.append(asyncio.run(run_async("fixed-window")))
+    results.append(asyncio.run(run_async("sliding-window-counter")))
+    return results
+
+
+def bench_limiters(
+    cfg: Config, ours: dict[str, rl.Accuracy]
+) -> tuple[Section, dict[str, rl.Accuracy], dict[int, float]]:
+    """Section 12: µs per acquisition (never binding), then each peer's accuracy at 20/second.
+
+    Our accuracy is taken from section 11's ``acquire_async`` runs (``ours``), not run again;
+    the peers' accuracy is returned, with our moving window's cost by occupancy (a side note).
+    """
+    section = Section(
+        "limiter_overhead_async",
+        "async limiters: µs per acquisition with a limit that never binds "
+        f"({rl.NEVER_PER_SECOND}/s), and accuracy at {rl.ACCURACY_RATE!r}",
+        "us",
+        batch=cfg.limiter_calls,
+        warmup=cfg.limiter_calls,
+        repeats=cfg.repeats,
+        variants=LIMITERS,
+        baseline=LIM_OURS,
+        versus=None,
+        items="acquisitions",
+    )
+
+    async def main() -> tuple[Section, dict[str, rl.Accuracy], dict[int, float]]:
+        moving, fixed = rl.never_binding(), rl.never_binding("fixed-window")
+        aio, pyrate = rl.AioLimiterPeer(rl.NEVER_PER_SECOND), rl.PyratePeer(rl.NEVER_PER_SECOND)
+
+        def ours_runner(policy: resilience.RateLimit) -> AsyncRunner:
+            async def run(calls: int) -> float:
+                rl.reset(policy, rl.KEY)
+                with quiet_gc():
+                    start = time.perf_counter_ns()
+                    for _ in range(calls):
+                        await acquire_async(policy, rl.KEY, 30)
+                    elapsed = time.perf_counter_ns() - start
+                return elapsed / calls / 1000
+
+            return run
+
+        def peer_runner(peer: rl.Peer) -> AsyncRunner:
+            take = peer.acquire
+
+            async def run(calls: int) -> float:
+                peer.reset()
+                with quiet_gc():
+                    start = time.perf_counter_ns()
+                    for _ in range(calls):
+                        await take()
+                    elapsed = time.perf_counter_ns() - start
+                return elapsed / calls / 1000
+
+            return run
+
+        runners = {
+            LIM_OURS: ours_runner(moving),
+            LIM_OURS_FIXED: ours_runner(fixed),
+            LIM_AIO: peer_runner(aio),
+            LIM_PYRATE: peer_runner(pyrate),
+        }
+        try:
+            await ainterleave(section, cfg.rounds, runners)
+        finally:
+            pyrate.close()
+
+        occupancy = await rl.occupancy_costs(OCCUPANCY, cfg.occupancy_calls)
+        tasks = f"{cfg.accuracy_tasks} tasks"
+        accuracy: dict[str, rl.Accuracy] = {}
+        makers: tuple[tuple[str, Callable[[int], rl.Peer]], ...] = (
+            (LIM_AIO, rl.AioLimiterPeer),
+            (LIM_PYRATE, rl.PyratePeer),
+        )
+        for name, make in makers:
+            peer = make(rl.ACCURACY_PER_SECOND)
+            result = rl.Accuracy(name, tasks, rl.ACCURACY_PER_SECOND, cfg.accuracy_seconds)
+            try:
+                accuracy[name] = await rl.accuracy_async(result, peer.acquire, cfg.accuracy_tasks)
+            finally:
+                peer.close()
+        return section, accuracy, occupancy
 
     return asyncio.run(main())
 
@@ -588,21 +954,27 @@ def _spread(section: Section, variant: str) -> str:
     return f"{low:8.0f} .. {high:<8.0f}"
 
 
+def _how(section: Section, rounds: int) -> str:
+    how = _plural(rounds, "round") + (f" x {section.repeats}" if section.repeats > 1 else "")
+    return (
+        f"median of {_plural(section.passes, 'sample')} ({how}) of {section.batch} "
+        f"{section.item} each"
+    )
+
+
 def format_section(number: int, section: Section, rounds: int) -> str:
     unit = f"{US}/req" if section.unit == "us" else "req/s"
-    how = _plural(rounds, "round") + (f" x {section.repeats}" if section.repeats > 1 else "")
+    width = max(15, max(map(len, section.variants)) + 2)
     lines = [
         f"[{number}] {section.title}",
-        f"    median of {_plural(section.passes, 'sample')} ({how}) of {section.batch} "
-        f"{section.item} each; "
-        "cost = time per request / bare httpx's",
-        f"    {'variant':<15}{'median ' + unit:>14}  {'min .. max':^20}  {'cost':>6}  "
+        f"    {_how(section, rounds)}; cost = time per request / bare httpx's",
+        f"    {'variant':<{width}}{'median ' + unit:>14}  {'min .. max':^20}  {'cost':>6}  "
         f"{'overhead vs bare':>22}",
     ]
-    for variant in VARIANTS:
+    for variant in section.variants:
         median = section.median(variant)
         value = f"{median:14.2f}" if section.unit == "us" else f"{median:14.0f}"
-        if variant == BARE:
+        if variant == section.baseline:
             overhead = "-"
         elif section.unit == "us":
             overhead = f"{section.overhead_us(variant):+.2f} {US}/req"
@@ -610,16 +982,68 @@ def format_section(number: int, section: Section, rounds: int) -> str:
             percent = (section.ratio(variant) - 1) * 100
             overhead = f"{percent:+.1f}% ({section.overhead_us(variant):+.1f} {US}/req)"
         lines.append(
-            f"    {variant:<15}{value}  {_spread(section, variant):^20}  "
+            f"    {variant:<{width}}{value}  {_spread(section, variant):^20}  "
             f"{section.ratio(variant):5.2f}x  {overhead:>22}"
         )
-    delta = section.us_per_request(OURS) - section.us_per_request(PEER)
-    verdict = "cheaper" if delta < 0 else "dearer"
-    passes = _plural(section.passes, "pass", "passes")
-    lines.append(
-        f"    {OURS} vs {PEER}: {delta:+.2f} {US}/req ({OURS} is {abs(delta):.2f} {US} "
-        f"{verdict}; cheaper in {section.wins(OURS, PEER)} of {passes})"
-    )
+    if section.versus is not None:
+        mine, other = section.versus
+        delta = section.us_per_request(mine) - section.us_per_request(other)
+        verdict = "cheaper" if delta < 0 else "dearer"
+        passes = _plural(section.passes, "pass", "passes")
+        lines.append(
+            f"    {mine} vs {other}: {delta:+.2f} {US}/req ({mine} is {abs(delta):.2f} {US} "
+            f"{verdict}; cheaper in {section.wins(mine, other)} of {passes})"
+        )
+    return "\n".join(lines)
+
+
+def _window(result: rl.Accuracy) -> str:
+    verdict = "ok" if result.max_window <= result.limit else "OVER"
+    return f"{result.max_window:>4} ({verdict})"
+
+
+def format_accuracy(number: int, results: list[rl.Accuracy]) -> str:
+    first = results[0]
+    lines = [
+        f"[{number}] limiter accuracy on the real clock: {rl.ACCURACY_RATE!r}, each path called "
+        "directly (no HTTP), a fresh limiter per run",
+        f"    each run: the callers take slots in a loop for {first.seconds:g} s; achieved = "
+        "acquisitions in the run / its length;",
+        f"    steady = the same after the first {rl.WINDOW:g} s; max/1s = most acquisitions in any "
+        f"{rl.WINDOW:g} s window (limit {first.limit})",
+        f"    {'path, strategy':<38}{'callers':>10}  {'taken':>6}  {'achieved/s':>10}  "
+        f"{'vs conf.':>8}  {'error':>7}  {'steady/s':>8}  {'max/1s':>10}",
+    ]
+    for result in results:
+        lines.append(
+            f"    {result.name:<38}{result.how:>10}  {result.count:>6}  {result.achieved:10.2f}  "
+            f"{result.ratio:7.3f}x  {result.error_percent:+6.1f}%  {result.steady:8.2f}  "
+            f"{_window(result):>10}"
+        )
+    return "\n".join(lines)
+
+
+def format_limiters(
+    number: int, section: Section, accuracy: dict[str, rl.Accuracy], rounds: int
+) -> str:
+    unit = f"{US}/acq"
+    first = accuracy[LIM_OURS]
+    lines = [
+        f"[{number}] {section.title}",
+        f"    overhead: {_how(section, rounds)}, sequential awaits in one task; cost = time per "
+        f"acquisition / {LIM_OURS}'s",
+        f"    accuracy: {first.how} for {first.seconds:g} s at {rl.ACCURACY_RATE!r} (ours: the "
+        "acquire_async runs of the section above)",
+        f"    {'limiter':<18}{'median ' + unit:>14}  {'min .. max':^20}  {'cost':>6}  "
+        f"{'achieved/s':>10}  {'vs conf.':>8}  {'steady/s':>8}  {'max/1s':>10}",
+    ]
+    for variant in section.variants:
+        result = accuracy[variant]
+        lines.append(
+            f"    {variant:<18}{section.median(variant):14.2f}  {_spread(section, variant):^20}  "
+            f"{section.ratio(variant):5.2f}x  {result.achieved:10.2f}  {result.ratio:7.3f}x  "
+            f"{result.steady:8.2f}  {_window(result):>10}"
+        )
     return "\n".join(lines)
 
 
@@ -632,6 +1056,21 @@ def _loopback(sync: Section, async_: Section, variant: str) -> str:
         f"{sync.wins(BARE, variant)}/{sync.passes} and "
         f"{async_.wins(BARE, variant)}/{async_.passes} passes)"
     )
+
+
+def _pair(sync: Section, async_: Section, value: Callable[[Section], float]) -> dict[str, float]:
+    """``{"sync": value(sync), "async": value(async_)}``: one figure for each path."""
+    return {"sync": value(sync), "async": value(async_)}
+
+
+def _percent(variant: str) -> Callable[[Section], float]:
+    """The variant's overhead over the section's baseline, in percent."""
+    return lambda section: (section.ratio(variant) - 1) * 100
+
+
+def _us(variant: str) -> Callable[[Section], float]:
+    """The variant's overhead over the section's baseline, in µs per request."""
+    return lambda section: section.overhead_us(variant)
 
 
 def summarize(sections: dict[str, Section]) -> tuple[str, dict[str, Any]]:
@@ -652,14 +1091,8 @@ def summarize(sections: dict[str, Section]) -> tuple[str, dict[str, Any]]:
         f"         (ours lower in each in-process section? {each})"
     )
     data = {
-        "loopback_overhead_percent": {
-            "sync": (sync.ratio(OURS) - 1) * 100,
-            "async": (async_.ratio(OURS) - 1) * 100,
-        },
-        "loopback_overhead_percent_peer": {
-            "sync": (sync.ratio(PEER) - 1) * 100,
-            "async": (async_.ratio(PEER) - 1) * 100,
-        },
+        "loopback_overhead_percent": _pair(sync, async_, _percent(OURS)),
+        "loopback_overhead_percent_peer": _pair(sync, async_, _percent(PEER)),
         "loopback_passes_slower_than_bare": {
             "sync": f"{sync.wins(BARE, OURS)}/{sync.passes}",
             "async": f"{async_.wins(BARE, OURS)}/{async_.passes}",
@@ -671,6 +1104,85 @@ def summarize(sections: dict[str, Section]) -> tuple[str, dict[str, Any]]:
     return text, data
 
 
+def format_occupancy(costs: dict[int, float], calls: int) -> str:
+    levels = ", ".join(
+        f"{f'{level // 1000}k' if level else 'empty'}: {cost:.2f} {US}"
+        for level, cost in costs.items()
+    )
+    return (
+        "    note: the moving window costs more the more hits it holds (limits' in-memory storage "
+        "inserts each\n    hit at the front of a list). acquire_async per call, by hits already "
+        f"in the window ({calls} calls each):\n    {levels}"
+    )
+
+
+def summarize_limits(
+    sections: dict[str, Section], accuracy: list[rl.Accuracy], peers: dict[str, rl.Accuracy]
+) -> tuple[str, dict[str, Any]]:
+    layer_sync = sections["ratelimit_layer_sync"]
+    layer_async = sections["ratelimit_layer_async"]
+    loop_sync = sections["ratelimit_loopback_sync"]
+    loop_async = sections["ratelimit_loopback_async"]
+    limiters = sections["limiter_overhead_async"]
+
+    def share(section: Section) -> float:
+        """What the limiter adds on top of RetryTransport when stacked under it."""
+        return section.us_per_request(STACK) - section.us_per_request(RETRY)
+
+    def us(value: float) -> str:
+        return f"{value:+.2f} {US}"
+
+    async_moving, sync_moving = accuracy[0], accuracy[1]
+    ours_us = limiters.median(LIM_OURS)
+    text = (
+        f"SUMMARY: rate-limit layer overhead per call (RateLimitTransport alone, moving window, "
+        f"never waiting): sync {us(layer_sync.overhead_us(LIMIT))}, async "
+        f"{us(layer_async.overhead_us(LIMIT))}\n"
+        f"         fixed window: sync {us(layer_sync.overhead_us(LIMIT_FIXED))}, async "
+        f"{us(layer_async.overhead_us(LIMIT_FIXED))}; stacked under RetryTransport it adds "
+        f"sync {us(share(layer_sync))}, async {us(share(layer_async))}\n"
+        f"SUMMARY: breaker layer overhead per call (CircuitBreakerTransport alone, closed): "
+        f"sync {us(layer_sync.overhead_us(BREAKER))}, async {us(layer_async.overhead_us(BREAKER))}"
+        f"\n         all three ({ALL3}): sync {us(layer_sync.overhead_us(ALL3))}, async "
+        f"{us(layer_async.overhead_us(ALL3))}\n"
+        f"SUMMARY: {STACK} loopback overhead vs bare httpx: "
+        f"{_loopback(loop_sync, loop_async, STACK)}\n"
+        f"SUMMARY: {ALL3} loopback overhead vs bare httpx: "
+        f"{_loopback(loop_sync, loop_async, ALL3)}\n"
+        f"SUMMARY: achieved-rate error at {rl.ACCURACY_RATE!r}: async "
+        f"{async_moving.error_percent:+.1f}% (max {async_moving.max_window} in any "
+        f"{rl.WINDOW:g} s), sync {sync_moving.error_percent:+.1f}% (max "
+        f"{sync_moving.max_window}); limit {async_moving.limit}\n"
+        f"SUMMARY: per acquisition (acquire_async, never binding): {LIM_OURS} {ours_us:.2f} {US}, "
+        + ", ".join(
+            f"{peer} {limiters.median(peer):.2f} {US} (ours {limiters.ratio(peer) ** -1:.2f}x "
+            f"its cost; it achieves {peers[peer].error_percent:+.1f}%, max "
+            f"{peers[peer].max_window}/{rl.WINDOW:g} s)"
+            for peer in (LIM_AIO, LIM_PYRATE)
+        )
+    )
+    data = {
+        "ratelimit_layer_overhead_us": _pair(layer_sync, layer_async, _us(LIMIT)),
+        "ratelimit_fixed_window_layer_overhead_us": _pair(
+            layer_sync, layer_async, _us(LIMIT_FIXED)
+        ),
+        "ratelimit_stacked_share_us": _pair(layer_sync, layer_async, share),
+        "breaker_layer_overhead_us": _pair(layer_sync, layer_async, _us(BREAKER)),
+        "all_three_layers_overhead_us": _pair(layer_sync, layer_async, _us(ALL3)),
+        "stacked_loopback_overhead_percent": _pair(loop_sync, loop_async, _percent(STACK)),
+        "all_three_loopback_overhead_percent": _pair(loop_sync, loop_async, _percent(ALL3)),
+        "achieved_rate_error_percent": {r.name: r.error_percent for r in accuracy},
+        "max_in_any_window": {r.name: r.max_window for r in accuracy},
+        "acquisition_us": {v: limiters.median(v) for v in limiters.variants},
+        "peer_achieved_rate_error_percent": {k: v.error_percent for k, v in peers.items()},
+        "peer_max_in_any_window": {k: v.max_window for k, v in peers.items()},
+    }
+    return text, data
+
+
+PACKAGES = ("httpx", "httpx-retries", "resilience", "limits", "aiolimiter", "pyrate-limiter")
+
+
 def _meta(cfg: Config) -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
@@ -679,7 +1191,7 @@ def _meta(cfg: Config) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "loadavg_at_start": load,
-        "versions": {name: version(name) for name in ("httpx", "httpx-retries", "resilience")},
+        "versions": {name: version(name) for name in PACKAGES},
         "config": dataclasses.asdict(cfg),
         "sniffio_installed": importlib.util.find_spec("sniffio") is not None,
     }
@@ -748,33 +1260,57 @@ def run(args: argparse.Namespace) -> int:
     print(flush=True)
 
     sections: dict[str, Section] = {}
+    numbers = iter(range(1, 100))
 
     def report(section: Section) -> None:
         sections[section.key] = section
-        print(format_section(len(sections), section, cfg.rounds), flush=True)
+        print(format_section(next(numbers), section, cfg.rounds), flush=True)
         print(flush=True)
+
+    def serve(*benches: Callable[[Config, str], Section]) -> None:
+        with tempfile.TemporaryFile() as server_log:
+            server = Server(server_log)
+            try:
+                for bench in benches:
+                    report(bench(cfg, server.url))
+            finally:
+                server.stop()
 
     report(bench_client_sync(cfg))
     report(bench_client_async(cfg))
     report(bench_layer_sync(cfg))
     report(bench_layer_async(cfg))
-    with tempfile.TemporaryFile() as server_log:
-        server = Server(server_log)
-        try:
-            report(bench_loopback_sync(cfg, server.url))
-            report(bench_loopback_async(cfg, server.url))
-        finally:
-            server.stop()
+    serve(bench_loopback_sync, bench_loopback_async)
+
+    # the rate-limit and breaker layers
+    report(bench_limit_layer_sync(cfg))
+    report(bench_limit_layer_async(cfg))
+    serve(bench_limit_loopback_sync, bench_limit_loopback_async)
+    accuracy = bench_accuracy(cfg)
+    print(format_accuracy(next(numbers), accuracy), flush=True)
+    print(flush=True)
+    ours = {LIM_OURS: accuracy[0], LIM_OURS_FIXED: accuracy[2]}
+    limiters, peers, occupancy = bench_limiters(cfg, ours)
+    sections[limiters.key] = limiters
+    number = next(numbers)
+    print(format_limiters(number, limiters, {**ours, **peers}, cfg.rounds), flush=True)
+    print(format_occupancy(occupancy, cfg.occupancy_calls), flush=True)
+    print(flush=True)
 
     summary, summary_data = summarize(sections)
+    limit_summary, limit_data = summarize_limits(sections, accuracy, peers)
     elapsed = time.perf_counter() - began
     print(summary)
+    print(limit_summary)
     print(f"(took {elapsed:.1f} s)")
     if args.json:
         document = {
             "meta": {**meta, "elapsed_seconds": elapsed},
             "sections": {key: section.to_json() for key, section in sections.items()},
-            "summary": summary_data,
+            "accuracy": {r.name: r.to_json() for r in accuracy}
+            | {f"{name} (peer)": r.to_json() for name, r in peers.items() if name != LIM_OURS},
+            "moving_window_us_by_hits_held": occupancy,
+            "summary": {**summary_data, "rate_limit": limit_data},
         }
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(document, out, indent=2)

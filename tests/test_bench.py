@@ -20,8 +20,22 @@ def test_bench_quick_run(tmp_path: Path) -> None:
         timeout=300,
         check=True,
     )
-    for variant in ("httpx", "resilience", "httpx-retries"):
+    for variant in (
+        "httpx",
+        "resilience",
+        "httpx-retries",
+        "ratelimit",
+        "breaker",
+        "retry+breaker+ratelimit",
+        "aiolimiter",
+        "pyrate-limiter",
+    ):
         assert variant in done.stdout
     assert "SUMMARY" in done.stdout
     assert "x " in done.stdout or "x\n" in done.stdout  # ratio column, e.g. "1.03x"
-    assert json.loads(out.read_text())
+    document = json.loads(out.read_text())
+    limits = document["summary"]["rate_limit"]
+    assert set(limits["all_three_loopback_overhead_percent"]) == {"sync", "async"}
+    # accuracy is behaviour, not speed: a moving window never admits more than its limit
+    for path in ("acquire_async, moving-window", "acquire (sync), moving-window"):
+        assert 0 < limits["max_in_any_window"][path] <= 20, path
