@@ -9,6 +9,8 @@
 import inspect as _inspect
 
 from ._breaker import FAILURE_STATUSES, BreakerStorage, CircuitBreaker, MemoryBreakerStorage
+from ._cache import CREDENTIAL_HEADERS, Cache
+from ._cache_storage import CachedResponse, CacheStorage, FileCacheStorage, MemoryCacheStorage
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock
 from ._exceptions import (
     CircuitOpenError,
@@ -27,23 +29,35 @@ from ._retry import (
     Retry,
     RetryBudget,
 )
-from ._transports import CircuitBreakerTransport, RateLimitTransport, RetryTransport
+from ._transports import (
+    CacheTransport,
+    CircuitBreakerTransport,
+    RateLimitTransport,
+    RetryTransport,
+)
 
 __all__ = [
+    "CREDENTIAL_HEADERS",
     "FAILURE_STATUSES",
     "IDEMPOTENT",
     "RETRY_STATUSES",
     "SYSTEM_CLOCK",
     "Backoff",
     "BreakerStorage",
+    "Cache",
+    "CacheStorage",
+    "CacheTransport",
+    "CachedResponse",
     "CircuitBreaker",
     "CircuitBreakerTransport",
     "CircuitOpenError",
     "Clock",
     "DeadlineExceeded",
+    "FileCacheStorage",
     "KeyFunc",
     "MemoryBreakerStorage",
     "MemoryBudgetStorage",
+    "MemoryCacheStorage",
     "RateLimit",
     "RateLimitExceeded",
     "RateLimitStorage",

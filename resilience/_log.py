@@ -86,3 +86,17 @@ class EventLogger:
         """Emit ``event`` at INFO with ``fields``, if the logger's level lets INFO through."""
         if self.stdlib.isEnabledFor(logging.INFO):
             self._bound.info(event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        """Emit ``event`` at WARNING with ``fields``, if the logger's level lets WARNING through."""
+        if self.stdlib.isEnabledFor(logging.WARNING):
+            self._bound.warning(event, **fields)
+
+
+def emit(events: EventLogger, level: int, event: str, **fields: Any) -> None:
+    """Emit ``event`` at the stdlib ``level`` through ``events``; the caller checked the level.
+
+    For callers that gate on ``events.stdlib.isEnabledFor(level)`` themselves, before
+    computing any field.
+    """
+    events._bound.log(level, event, **fields)

@@ -39,3 +39,20 @@ def test_bench_quick_run(tmp_path: Path) -> None:
     # accuracy is behaviour, not speed: a moving window never admits more than its limit
     for path in ("acquire_async, moving-window", "acquire (sync), moving-window"):
         assert 0 < limits["max_in_any_window"][path] <= 20, path
+
+
+def test_cache_bench_quick_run(tmp_path: Path) -> None:
+    """`bench/cache.py --quick` compares a hit with a loopback round trip and with hishel."""
+    out = tmp_path / "cache.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "cache.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    for name in ("httpx loopback", "resilience hit", "hishel", "hishel-rfc", "SUMMARY"):
+        assert name in done.stdout
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["hit_speedup_vs_loopback"] > 1  # a hit skips the network: never slower
+    assert set(summary["miss_us"]) == {"httpx", "resilience", "hishel", "hishel-rfc"}

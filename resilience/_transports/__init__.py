@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from ._httpx import CircuitOpenError, DeadlineExceeded, RateLimitExceeded
 from .breaker import CircuitBreakerTransport
+from .cache import CACHE_STATUS, CacheTransport
 from .ratelimit import RateLimitTransport
 from .retry import RetryTransport
 
 __all__ = [
+    "CACHE_STATUS",
+    "CacheTransport",
     "CircuitBreakerTransport",
     "CircuitOpenError",
     "DeadlineExceeded",
