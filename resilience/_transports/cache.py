@@ -61,7 +61,7 @@ _events = EventLogger("resilience.cache")
 # A request carrying its own validators or a range is the caller's business: it bypasses the
 # cache (we would otherwise have to merge validators and serve partial content).
 _CALLER_CONDITIONAL = ("if-none-match", "if-modified-since", "if-match", "if-unmodified-since")
-_BYPASS_HEADERS = (*_CALLER_CONDITIONAL, "range", "if-range")
+_BYPASS_HEADERS = frozenset({*_CALLER_CONDITIONAL, "range", "if-range"})
 
 _NO_DIRECTIVES = CacheControl()
 
@@ -151,6 +151,21 @@ def _facts(policy: Cache, entry: CachedResponse) -> StoredFacts:
 
 
 _WIRE: OrderedDict[tuple[str, float], list[tuple[bytes, bytes]]] = OrderedDict()
+
+
+_PRIMARY: dict[tuple[str, str], str] = {}
+
+
+def _primary_key(policy: Cache, method: str, url: str) -> str:
+    """:meth:`Cache.primary_key` of a bodiless request, remembered for a few thousand URLs."""
+    memo = (method, url)
+    found = _PRIMARY.get(memo)
+    if found is None:
+        found = policy.primary_key(method, url)
+        if len(_PRIMARY) >= _FACTS_MAX:
+            _PRIMARY.clear()  # cheap and bounded; the hashes are recomputed on demand
+        _PRIMARY[memo] = found
+    return found
 
 
 def _wire_headers(entry: CachedResponse) -> list[tuple[bytes, bytes]]:
@@ -438,18 +453,19 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         if method not in policy.methods:
             return None
         headers = request.headers.multi_items()
-        if any(name in _BYPASS_HEADERS for name, _ in headers):
+        names = {name for name, _ in headers}
+        if not names.isdisjoint(_BYPASS_HEADERS):
             return None
-        body: bytes | None = None
+        url = str(request.url)
         if method == "POST":
             try:
                 body = request.content
             except httpx.RequestNotRead:
                 return None  # a streamed body: never cached
-        primary = policy.primary_key(method, str(request.url), body)
-        directives = (
-            parse_cache_control(headers) if "cache-control" in request.headers else _NO_DIRECTIVES
-        )
+            primary = policy.primary_key(method, url, body)
+        else:
+            primary = _primary_key(policy, method, url)
+        directives = parse_cache_control(headers) if "cache-control" in names else _NO_DIRECTIVES
         return _Key(method, primary, policy.credentials(headers), headers, directives)
 
     @staticmethod
