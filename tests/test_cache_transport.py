@@ -489,3 +489,43 @@ def test_bad_configuration_is_refused() -> None:
     bad = httpx.Request("GET", "http://127.0.0.1/", extensions={"resilience": {"cache": 1}})
     with pytest.raises(TypeError, match=r'extensions\["resilience"\]\["cache"\]'):
         transport.handle_request(bad)
+
+
+def test_concurrent_misses_on_one_key_leave_a_whole_entry(server: FaultServer) -> None:
+    """Ten threads miss at once; whichever commit wins, the entry's headers match its body."""
+    import itertools
+    import threading
+
+    counter = itertools.count()
+
+    def handle(request: RecordedRequest) -> Respond:
+        n = next(counter)
+        return Respond(
+            200, f"body {n} ".encode() * 5000, {"cache-control": "max-age=60", "x-n": str(n)}
+        )
+
+    server.route("/race", handle)
+    policy = rs.Cache()
+    barrier = threading.Barrier(10)
+    errors: list[BaseException] = []
+
+    def miss() -> None:
+        try:
+            with httpx.Client(transport=rs.CacheTransport(httpx.HTTPTransport(), policy)) as c:
+                barrier.wait()
+                response = c.get(f"{server.url}/race")
+                assert response.content == f"body {response.headers['x-n']} ".encode() * 5000
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=miss) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    with httpx.Client(transport=rs.CacheTransport(httpx.HTTPTransport(), policy)) as client:
+        hit = client.get(f"{server.url}/race")
+    assert served(hit) == "hit"
+    assert hit.content == f"body {hit.headers['x-n']} ".encode() * 5000
+    assert server.count("/race") == 10
