@@ -49,7 +49,11 @@ def check_number(
         if optional:
             wanted += " or None"
         raise TypeError(f"{name} must be {wanted}, got {_describe(value)}")
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float, e.g. 10**400
+        finite = False
+    if not finite:
         raise ValueError(f"{name} must be finite, got {_describe(value)}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum:g}, got {_describe(value)}")

@@ -126,6 +126,7 @@ def test_decorrelated_jitter_grows_from_the_previous_delay() -> None:
         ({"cap": -1.0}, ValueError, r"Backoff\.cap.*-1\.0"),
         ({"jitter": "gaussian"}, ValueError, r"Backoff\.jitter.*'gaussian'"),
         ({"base": math.nan}, ValueError, r"Backoff\.base.*nan"),
+        ({"base": 10**400}, ValueError, r"Backoff\.base must be finite"),
         ({"base": math.inf}, ValueError, r"Backoff\.base.*inf"),
         ({"cap": math.inf}, ValueError, r"Backoff\.cap.*inf"),
         ({"multiplier": math.inf}, ValueError, r"Backoff\.multiplier.*inf"),
