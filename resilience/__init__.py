@@ -20,6 +20,7 @@ from ._exceptions import (
     RetryError,
 )
 from ._keys import KeyFunc, global_key, per_endpoint, per_host
+from ._logging import DEFAULT_REDACTIONS, Log, Redactions
 from ._ratelimit import RateLimit, RateLimitStorage
 from ._retry import (
     IDEMPOTENT,
@@ -32,12 +33,14 @@ from ._retry import (
 from ._transports import (
     CacheTransport,
     CircuitBreakerTransport,
+    LogTransport,
     RateLimitTransport,
     RetryTransport,
 )
 
 __all__ = [
     "CREDENTIAL_HEADERS",
+    "DEFAULT_REDACTIONS",
     "FAILURE_STATUSES",
     "IDEMPOTENT",
     "RETRY_STATUSES",
@@ -55,6 +58,8 @@ __all__ = [
     "DeadlineExceeded",
     "FileCacheStorage",
     "KeyFunc",
+    "Log",
+    "LogTransport",
     "MemoryBreakerStorage",
     "MemoryBudgetStorage",
     "MemoryCacheStorage",
@@ -62,6 +67,7 @@ __all__ = [
     "RateLimitExceeded",
     "RateLimitStorage",
     "RateLimitTransport",
+    "Redactions",
     "ResilienceError",
     "Retry",
     "RetryBudget",

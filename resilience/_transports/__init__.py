@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._httpx import CircuitOpenError, DeadlineExceeded, RateLimitExceeded
 from .breaker import CircuitBreakerTransport
 from .cache import CACHE_STATUS, CacheTransport
+from .log import LogTransport
 from .ratelimit import RateLimitTransport
 from .retry import RetryTransport
 
@@ -18,6 +19,7 @@ __all__ = [
     "CircuitBreakerTransport",
     "CircuitOpenError",
     "DeadlineExceeded",
+    "LogTransport",
     "RateLimitExceeded",
     "RateLimitTransport",
     "RetryTransport",
