@@ -30,6 +30,7 @@ from ._retry import (
     Retry,
     RetryBudget,
 )
+from ._stack import Stack, wrap
 from ._transports import (
     CacheTransport,
     CircuitBreakerTransport,
@@ -73,10 +74,12 @@ __all__ = [
     "RetryBudget",
     "RetryError",
     "RetryTransport",
+    "Stack",
     "SystemClock",
     "global_key",
     "per_endpoint",
     "per_host",
+    "wrap",
 ]
 
 # Show exported classes and functions as resilience.X in reprs, tracebacks and docs.

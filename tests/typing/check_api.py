@@ -72,3 +72,20 @@ async def use_breaker() -> None:
 breaker_transport: httpx.AsyncBaseTransport = rs.CircuitBreakerTransport(
     httpx.AsyncHTTPTransport(), rs.CircuitBreaker(failure_statuses={500, 503})
 )
+
+stack = rs.Stack(retry=rs.Retry(on=ValueError), breaker=rs.CircuitBreaker())
+assert_type(rs.wrap(httpx.Client(), stack), httpx.Client)
+assert_type(rs.wrap(httpx.AsyncClient(), stack), httpx.AsyncClient)
+assert_type(stack.client(), httpx.Client)
+assert_type(stack.async_client(http2=False), httpx.AsyncClient)
+assert_type(stack.transport(), httpx.BaseTransport)
+assert_type(stack.async_transport(), httpx.AsyncBaseTransport)
+
+
+@stack
+async def stacked(n: int) -> str:
+    return str(n)
+
+
+async def use_stack() -> None:
+    assert_type(await stacked(1), str)
