@@ -529,3 +529,18 @@ def test_concurrent_misses_on_one_key_leave_a_whole_entry(server: FaultServer) -
     assert served(hit) == "hit"
     assert hit.content == f"body {hit.headers['x-n']} ".encode() * 5000
     assert server.count("/race") == 10
+
+
+def test_useless_responses_are_not_stored(server: FaultServer, driver: Driver) -> None:
+    """No freshness, no validator, no stale permission: storing it could never pay off."""
+    server.script("/plain", then=Respond(200, b"x"))
+    server.script("/tagged", then=Respond(200, b"x", {"etag": '"1"'}))
+    storage = rs.MemoryCacheStorage()
+    client = driver.client(cached(rs.Cache(storage=storage)))
+    client.request("GET", f"{server.url}/plain")
+    assert len(storage) == 0
+    client.request("GET", f"{server.url}/tagged")  # a validator: worth revalidating later
+    assert len(storage) == 1
+    keeper = driver.client(cached(rs.Cache(storage=storage, stale_if_error=60)))
+    keeper.request("GET", f"{server.url}/plain")  # may be served stale on error: kept
+    assert len(storage) == 2

@@ -24,12 +24,15 @@ import sniffio
 from .._cache import CREDENTIALS_FIELD, Cache
 from .._cache_rules import (
     CacheControl,
+    Headers,
     StoredFacts,
     Use,
     Verdict,
     age_header,
     conditional_headers,
     freshen,
+    freshness_lifetime,
+    header,
     invalidates,
     invalidation_targets,
     judge,
@@ -221,6 +224,30 @@ def _may_serve_stale_on(policy: Cache, key: _Key, entry: CachedResponse, now: fl
 def _stale_worthy(exc: BaseException) -> bool:
     """Errors that say the origin is unreachable or failing (not our own bugs, not cancellation)."""
     return isinstance(exc, httpx.TransportError)
+
+
+def _worth_storing(policy: Cache, status: int, headers: Headers, now: float) -> bool:
+    """Whether a storable response could ever be used again.
+
+    A response with no freshness, no validator (so no revalidation can ever answer 304) and no
+    permission to be served stale would only be looked up, judged stale and replaced: not
+    storing it keeps the common case, an API response without caching headers, cheap.
+    """
+    cc = parse_cache_control(headers)
+    if cc.stale_if_error or cc.stale_while_revalidate or policy.stale_if_error:
+        return True
+    if header(headers, "etag") is not None or header(headers, "last-modified") is not None:
+        return True
+    lifetime, _ = freshness_lifetime(
+        status,
+        headers,
+        cc,
+        shared=policy.shared,
+        heuristic_fraction=policy.heuristic_fraction,
+        heuristic_cap=policy.heuristic_cap,
+        received=now,
+    )
+    return lifetime > 0
 
 
 def _freshened_meta(
@@ -482,7 +509,9 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             methods=policy.methods,
             shared=policy.shared,
         )
-        if reason is not None:
+        if reason is not None or not _worth_storing(
+            policy, response.status_code, response_headers, now
+        ):
             return None
         vary = vary_key(response_headers, key.headers)
         if vary is None:
