@@ -58,7 +58,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from types import FrameType
-from typing import IO, Any, Literal, TypeAlias, TypeVar
+from typing import IO, Any, Literal, TypeAlias, TypeVar, cast
 
 import httpx
 import httpx_retries
@@ -82,6 +82,13 @@ STACK = "retry+ratelimit"  # RetryTransport(RateLimitTransport(inner, limit), Re
 # RateLimitTransport(inner, limit), CircuitBreaker()), Retry())
 ALL3 = "retry+breaker+ratelimit"
 LAYER_VARIANTS: tuple[str, ...] = (BARE, LIMIT, LIMIT_FIXED, BREAKER, RETRY, STACK, ALL3)
+
+# the whole stack (sections 13-16): rs.Stack.default() (log, cache, retry with a budget,
+# breaker), its log filtered out by the stdlib level (nothing configured: WARNING), and the same
+# stack without the log layers
+DEFAULT = "Stack.default()"
+DEFAULT_NOLOG = "Stack.default() no log"
+DEFAULT_VARIANTS: tuple[str, ...] = (BARE, DEFAULT, DEFAULT_NOLOG)
 STACK_VARIANTS: tuple[str, ...] = (BARE, STACK, ALL3)
 
 # the limiter sections (11, 12)
@@ -348,9 +355,20 @@ def wrap(variant: str, inner: Transport) -> Transport:
         limited = resilience.RateLimitTransport(inner, rl.never_binding())
         broken = resilience.CircuitBreakerTransport(limited, resilience.CircuitBreaker())
         return resilience.RetryTransport(broken, resilience.Retry())
+    if variant == DEFAULT:
+        return _stack_transport(resilience.Stack.default(), inner)
+    if variant == DEFAULT_NOLOG:
+        return _stack_transport(resilience.Stack.default().replace(log=None), inner)
     if variant == BARE:
         return inner
     raise ValueError(f"unknown variant {variant!r}")
+
+
+def _stack_transport(stack: resilience.Stack, inner: Transport) -> Transport:
+    network: object = inner
+    if isinstance(network, httpx.BaseTransport):
+        return cast(Transport, stack.transport(network))
+    return cast(Transport, stack.async_transport(cast(httpx.AsyncBaseTransport, network)))
 
 
 def wrap_sync(variant: str, inner: httpx.BaseTransport) -> httpx.BaseTransport:
@@ -368,6 +386,8 @@ def _layers(transport: object) -> list[object]:
         resilience.RetryTransport,
         resilience.RateLimitTransport,
         resilience.CircuitBreakerTransport,
+        resilience.CacheTransport,
+        resilience.LogTransport,
     )
     while isinstance(chain[-1], ours):
         chain.append(chain[-1].transport)
@@ -398,6 +418,20 @@ def check_wrapping(transport: object, variant: str) -> None:
             resilience.RateLimitTransport,
             object,
         ),
+        DEFAULT: (
+            resilience.LogTransport,
+            resilience.CacheTransport,
+            resilience.RetryTransport,
+            resilience.CircuitBreakerTransport,
+            resilience.LogTransport,
+            object,
+        ),
+        DEFAULT_NOLOG: (
+            resilience.CacheTransport,
+            resilience.RetryTransport,
+            resilience.CircuitBreakerTransport,
+            object,
+        ),
     }[variant]
     chain = _layers(transport)
     if len(chain) != len(expected) or not all(map(isinstance, chain, expected)):
@@ -416,18 +450,26 @@ def check_response(response: httpx.Response, variant: str) -> None:
 # --------------------------------------------------------------------------- in-process
 
 
-def bench_client_sync(cfg: Config) -> Section:
-    section = Section(
-        "inprocess_client_sync",
-        "in-process: httpx.Client.get over MockTransport",
+def client_section(cfg: Config, key: str, title: str, variants: tuple[str, ...]) -> Section:
+    return Section(
+        key,
+        title,
         "us",
         batch=cfg.client_calls,
         warmup=cfg.client_calls,
         repeats=cfg.repeats,
+        variants=variants,
+        versus=(OURS, PEER) if variants == VARIANTS else None,
     )
+
+
+def bench_client_sync(cfg: Config, section: Section | None = None) -> Section:
+    if section is None:
+        title = "in-process: httpx.Client.get over MockTransport"
+        section = client_section(cfg, "inprocess_client_sync", title, VARIANTS)
     clients = {
         v: httpx.Client(transport=wrap_sync(v, httpx.MockTransport(ok)), trust_env=False)
-        for v in VARIANTS
+        for v in section.variants
     }
 
     def runner(variant: str) -> SyncRunner:
@@ -447,26 +489,21 @@ def bench_client_sync(cfg: Config) -> Section:
         return run
 
     try:
-        return interleave(section, cfg.rounds, {v: runner(v) for v in VARIANTS})
+        return interleave(section, cfg.rounds, {v: runner(v) for v in section.variants})
     finally:
         for client in clients.values():
             client.close()
 
 
-def bench_client_async(cfg: Config) -> Section:
-    section = Section(
-        "inprocess_client_async",
-        "in-process: httpx.AsyncClient.get over MockTransport (sequential awaits)",
-        "us",
-        batch=cfg.client_calls,
-        warmup=cfg.client_calls,
-        repeats=cfg.repeats,
-    )
+def bench_client_async(cfg: Config, section: Section | None = None) -> Section:
+    if section is None:
+        title = "in-process: httpx.AsyncClient.get over MockTransport (sequential awaits)"
+        section = client_section(cfg, "inprocess_client_async", title, VARIANTS)
 
-    async def main() -> Section:
+    async def main(section: Section) -> Section:
         clients = {
             v: httpx.AsyncClient(transport=wrap_async(v, httpx.MockTransport(ok)), trust_env=False)
-            for v in VARIANTS
+            for v in section.variants
         }
 
         async def runner(variant: str) -> AsyncRunner:
@@ -486,13 +523,13 @@ def bench_client_async(cfg: Config) -> Section:
             return run
 
         try:
-            runners = {v: await runner(v) for v in VARIANTS}
+            runners = {v: await runner(v) for v in section.variants}
             return await ainterleave(section, cfg.rounds, runners)
         finally:
             for client in clients.values():
                 await client.aclose()
 
-    return asyncio.run(main())
+    return asyncio.run(main(section))
 
 
 def _resetter(transport: object, request: httpx.Request) -> Callable[[], None]:
@@ -820,6 +857,63 @@ def bench_limit_loopback_async(cfg: Config, url: str) -> Section:
     )
     section = loopback_async_section(cfg, "ratelimit_loopback_async", title, STACK_VARIANTS, None)
     return bench_loopback_async(cfg, url, section)
+
+
+# --------------------------------------------------------------------------- the whole stack
+
+STACK_NOTE = "Stack.default(): log, cache (miss path: responses carry no caching headers), retry"
+
+
+def bench_stack_client_sync(cfg: Config) -> Section:
+    title = f"whole stack in-process: httpx.Client.get over MockTransport ({STACK_NOTE})"
+    return bench_client_sync(cfg, client_section(cfg, "stack_client_sync", title, DEFAULT_VARIANTS))
+
+
+def bench_stack_client_async(cfg: Config) -> Section:
+    title = "whole stack in-process: httpx.AsyncClient.get over MockTransport"
+    section = client_section(cfg, "stack_client_async", title, DEFAULT_VARIANTS)
+    return bench_client_async(cfg, section)
+
+
+def bench_stack_loopback_sync(cfg: Config, url: str) -> Section:
+    title = "whole stack, loopback: httpx.Client.get, sequential, one keep-alive connection"
+    section = loopback_sync_section(cfg, "stack_loopback_sync", title, DEFAULT_VARIANTS, None)
+    return bench_loopback_sync(cfg, url, section)
+
+
+def bench_stack_loopback_async(cfg: Config, url: str) -> Section:
+    title = f"whole stack, loopback: httpx.AsyncClient.get, {cfg.concurrency} concurrent"
+    section = loopback_async_section(cfg, "stack_loopback_async", title, DEFAULT_VARIANTS, None)
+    return bench_loopback_async(cfg, url, section)
+
+
+def summarize_stack(sections: dict[str, Section]) -> tuple[str, dict[str, Any]]:
+    in_sync, in_async = sections["stack_client_sync"], sections["stack_client_async"]
+    loop_sync, loop_async = sections["stack_loopback_sync"], sections["stack_loopback_async"]
+
+    def log_cost(section: Section) -> float:
+        """What the log layers cost with their level filtered out, over no log layers."""
+        return section.us_per_request(DEFAULT) - section.us_per_request(DEFAULT_NOLOG)
+
+    ratio_sync, ratio_async = loop_sync.ratio(DEFAULT), loop_async.ratio(DEFAULT)
+    verdict = "met" if max(ratio_sync, ratio_async) <= 1.05 else "NOT met"
+    text = (
+        f"SUMMARY: whole stack ({DEFAULT}) on loopback: sync {ratio_sync:.3f}x, async "
+        f"{ratio_async:.3f}x bare httpx (target <= 1.05x: {verdict}); "
+        f"{_loopback(loop_sync, loop_async, DEFAULT)}\n"
+        f"SUMMARY: whole stack in-process per Client.get: sync "
+        f"{in_sync.overhead_us(DEFAULT):+.2f} {US}, async {in_async.overhead_us(DEFAULT):+.2f} "
+        f"{US} over bare\n"
+        f"SUMMARY: log layers enabled but filtered vs no log layers: sync "
+        f"{log_cost(in_sync):+.2f} {US}, async {log_cost(in_async):+.2f} {US} per request"
+    )
+    data = {
+        "loopback_ratio": {"sync": ratio_sync, "async": ratio_async},
+        "loopback_overhead_percent": _pair(loop_sync, loop_async, _percent(DEFAULT)),
+        "inprocess_overhead_us": _pair(in_sync, in_async, _us(DEFAULT)),
+        "filtered_log_cost_us": _pair(in_sync, in_async, log_cost),
+    }
+    return text, data
 
 
 # --------------------------------------------------------------------------- limiters
@@ -1297,11 +1391,18 @@ def run(args: argparse.Namespace) -> int:
     print(format_occupancy(occupancy, cfg.occupancy_calls), flush=True)
     print(flush=True)
 
+    # the whole stack
+    report(bench_stack_client_sync(cfg))
+    report(bench_stack_client_async(cfg))
+    serve(bench_stack_loopback_sync, bench_stack_loopback_async)
+
     summary, summary_data = summarize(sections)
     limit_summary, limit_data = summarize_limits(sections, accuracy, peers)
+    stack_summary, stack_data = summarize_stack(sections)
     elapsed = time.perf_counter() - began
     print(summary)
     print(limit_summary)
+    print(stack_summary)
     print(f"(took {elapsed:.1f} s)")
     if args.json:
         document = {
@@ -1310,7 +1411,7 @@ def run(args: argparse.Namespace) -> int:
             "accuracy": {r.name: r.to_json() for r in accuracy}
             | {f"{name} (peer)": r.to_json() for name, r in peers.items() if name != LIM_OURS},
             "moving_window_us_by_hits_held": occupancy,
-            "summary": {**summary_data, "rate_limit": limit_data},
+            "summary": {**summary_data, "rate_limit": limit_data, "stack": stack_data},
         }
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(document, out, indent=2)

@@ -29,6 +29,7 @@ def test_bench_quick_run(tmp_path: Path) -> None:
         "retry+breaker+ratelimit",
         "aiolimiter",
         "pyrate-limiter",
+        "Stack.default()",
     ):
         assert variant in done.stdout
     assert "SUMMARY" in done.stdout
@@ -37,6 +38,7 @@ def test_bench_quick_run(tmp_path: Path) -> None:
     limits = document["summary"]["rate_limit"]
     assert set(limits["all_three_loopback_overhead_percent"]) == {"sync", "async"}
     # accuracy is behaviour, not speed: a moving window never admits more than its limit
+    assert set(document["summary"]["stack"]["loopback_ratio"]) == {"sync", "async"}
     for path in ("acquire_async, moving-window", "acquire (sync), moving-window"):
         assert 0 < limits["max_in_any_window"][path] <= 20, path
 
