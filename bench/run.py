@@ -58,7 +58,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from types import FrameType
-from typing import IO, Any, Literal, TypeAlias, TypeVar, cast
+from typing import IO, Any, Literal, TypeAlias, TypeVar
 
 import httpx
 import httpx_retries
@@ -356,19 +356,12 @@ def wrap(variant: str, inner: Transport) -> Transport:
         broken = resilience.CircuitBreakerTransport(limited, resilience.CircuitBreaker())
         return resilience.RetryTransport(broken, resilience.Retry())
     if variant == DEFAULT:
-        return _stack_transport(resilience.Stack.default(), inner)
+        return resilience.Stack.default()._build(inner)  # what stack.transport(inner) does
     if variant == DEFAULT_NOLOG:
-        return _stack_transport(resilience.Stack.default().replace(log=None), inner)
+        return resilience.Stack.default().replace(log=None)._build(inner)
     if variant == BARE:
         return inner
     raise ValueError(f"unknown variant {variant!r}")
-
-
-def _stack_transport(stack: resilience.Stack, inner: Transport) -> Transport:
-    network: object = inner
-    if isinstance(network, httpx.BaseTransport):
-        return cast(Transport, stack.transport(network))
-    return cast(Transport, stack.async_transport(cast(httpx.AsyncBaseTransport, network)))
 
 
 def wrap_sync(variant: str, inner: httpx.BaseTransport) -> httpx.BaseTransport:
