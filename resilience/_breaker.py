@@ -207,7 +207,8 @@ class CircuitBreaker:
         reset_timeout: seconds the circuit stays open before one probe is let through.
         success_threshold: successful probes needed to close it again.
         key: which calls share a breaker: a function of the request for transports (default:
-            per host), a string for decorators (default: the function's qualified name).
+            per host), a string for decorators (default: the function's module and qualified
+            name).
         failure_statuses: response statuses that count as failures; 429 and other 4xx never do.
         is_failure: overrides the classification: called with the response or the exception
             (transports) or the return value or the exception (decorators); return True

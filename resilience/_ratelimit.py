@@ -25,6 +25,7 @@ import functools
 import inspect
 import re
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
@@ -40,6 +41,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._exceptions import RateLimitExceeded
 from ._forksafe import after_fork_in_child
 from ._keys import KeyFunc
+from ._log import redact_url
 from ._validate import check_instance, check_number
 
 if TYPE_CHECKING:
@@ -106,7 +108,7 @@ class RateLimitStorage:
         self.task_queues.clear()
 
     def __repr__(self) -> str:
-        return f"RateLimitStorage({self.uri!r})"
+        return f"RateLimitStorage({redact_url(self.uri)!r})"  # a URI may hold a password
 
     def limiter(self, strategy: str) -> Any:
         """The sync ``limits`` strategy over this storage."""
@@ -187,8 +189,8 @@ class RateLimitStorage:
         limiter = self.limiter(policy.strategy)
         if self.in_memory:
             with self._lock:
-                return self._take(limiter, policy.items, key, policy.strategy, clock.time())
-        return self._take(limiter, policy.items, key, policy.strategy, clock.time())
+                return self._take(limiter, policy.items, key, policy.strategy, time.time())
+        return self._take(limiter, policy.items, key, policy.strategy, time.time())
 
     async def try_acquire_async(self, policy: RateLimit, key: str) -> float:
         """Async :meth:`try_acquire` (the in-memory storage is used as is: it never blocks)."""
@@ -211,7 +213,7 @@ class RateLimitStorage:
                         break  # see _take: wait, with a slot possibly spent
                 else:
                     return 0.0
-        now = clock.time()
+        now = time.time()  # limits dates its windows with time.time(), whatever our clock is
         wait = 0.0
         for item in items:
             if not await limiter.test(item, key):
@@ -256,7 +258,8 @@ class RateLimit:
     Args:
         rate: one or more windows, e.g. ``"10/second;500/minute"``: every window must allow.
         key: which calls share a budget: a function of the request for transports (default:
-            per host), a string for decorators (default: the function's qualified name).
+            per host), a string for decorators (default: the function's module and qualified
+            name).
         mode: ``"wait"`` sleeps until the window allows (at most ``max_wait``); ``"raise"``
             raises :class:`RateLimitExceeded` at once.
         max_wait: the longest a call waits, seconds; a longer wait raises at once.
@@ -265,7 +268,9 @@ class RateLimit:
         strategy: ``"moving-window"`` (default: never more than the limit in any window),
             ``"fixed-window"`` (cheapest; allows up to twice the limit across a window edge)
             or ``"sliding-window-counter"`` (an approximation of the moving window).
-        clock: where time is read and sleeps happen.
+        clock: where waits sleep and pauses are timed. The windows themselves are kept by
+            ``limits``, which reads ``time.time()``; a test that fakes time for the windows
+            patches ``time.time`` as well (see tests/test_ratelimit_policy.py).
     """
 
     rate: str
@@ -352,7 +357,7 @@ def _estimate(policy: RateLimit, key: str) -> float:
         return paused or policy.max_wait
     with state._lock:
         limiter = state.limiter(policy.strategy)
-        return state._wait(limiter, policy.items, key, policy.clock.time())
+        return state._wait(limiter, policy.items, key, time.time())
 
 
 def acquire(policy: RateLimit, key: str, max_wait: float, exceeded: Exceeded = _exceeded) -> None:

@@ -336,7 +336,8 @@ class Retry:
         idempotency_header: the request header that makes any method retryable.
         on: decorators only: the exception types to retry, or a predicate on the exception.
         key: which budget a call uses: a function of the request for transports (default:
-            per host), a string for decorators (default: the function's qualified name).
+            per host), a string for decorators (default: the function's module and qualified
+            name).
         clock: where time is read and sleeps happen (tests pass a fake clock).
     """
 

@@ -327,3 +327,19 @@ async def test_cancelled_waiter_leaves_the_queue() -> None:
         group.start_soon(waiter, "next")
     assert served == ["next"]
     assert not policy.state.task_queues
+
+
+def test_the_storage_repr_hides_a_password() -> None:
+    storage = rs.RateLimitStorage("memory://")
+    storage.uri = "redis://:s3cret@127.0.0.1:6379/0"  # repr only: no connection is made
+    assert "s3cret" not in repr(storage)
+    assert "127.0.0.1:6379" in repr(storage)
+
+
+def test_waits_use_the_limits_clock_not_a_fake_one() -> None:
+    """limits dates windows with time.time(): a fake policy clock must not skew the wait."""
+    clock = FakeClock(wall=1_000.0)  # far from the real time
+    policy = rs.RateLimit("1/second", clock=clock)
+    assert policy.state.try_acquire(policy, "k") == 0.0
+    wait = policy.state.try_acquire(policy, "k")
+    assert 0 < wait <= 1.1
