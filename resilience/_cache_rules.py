@@ -399,13 +399,10 @@ def freshness_lifetime(
             missing; also decides the century of RFC 850 two-digit years.
 
     Raises:
-        ValueError: ``heuristic_fraction`` or ``heuristic_cap`` is out of range.
-        TypeError: either is not a number.
+        ValueError: ``heuristic_fraction`` or ``heuristic_cap`` is out of range (checked when
+            the heuristic applies).
+        TypeError: either is not a number (likewise).
     """
-    check_number(
-        "freshness_lifetime", "heuristic_fraction", heuristic_fraction, minimum=0, maximum=1
-    )
-    check_number("freshness_lifetime", "heuristic_cap", heuristic_cap, minimum=0)
     if shared and cc.s_maxage is not None:
         return float(cc.s_maxage), False
     if cc.max_age is not None:
@@ -427,6 +424,11 @@ def freshness_lifetime(
     last_modified = _date(headers, "last-modified", date)
     if last_modified is None or last_modified >= date:
         return 0.0, False
+    # checked here, where they are used, to keep the common paths free of it
+    check_number(
+        "freshness_lifetime", "heuristic_fraction", heuristic_fraction, minimum=0, maximum=1
+    )
+    check_number("freshness_lifetime", "heuristic_cap", heuristic_cap, minimum=0)
     lifetime = min(heuristic_fraction * (date - last_modified), heuristic_cap, float(MAX_DELTA))
     return lifetime, True
 

@@ -449,8 +449,9 @@ def test_lifetime_without_any_information_is_zero() -> None:
 def test_lifetime_rejects_bad_heuristic_settings(name: str, value: float) -> None:
     """A bad heuristic setting raises ValueError naming the argument and the value."""
     options: dict[str, Any] = {name: value}
+    last_modified = ("Last-Modified", http_date(T0 - 86_400))  # the heuristic applies
     with pytest.raises(ValueError, match=rf"{name}.*{value}"):
-        lifetime([DATE], **options)
+        lifetime([DATE, last_modified], **options)
 
 
 @settings(max_examples=200, deadline=None)
