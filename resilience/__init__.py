@@ -30,13 +30,14 @@ from ._retry import (
     Retry,
     RetryBudget,
 )
-from ._stack import Stack, wrap
 from ._transports import (
     CacheTransport,
     CircuitBreakerTransport,
     LogTransport,
     RateLimitTransport,
     RetryTransport,
+    Stack,
+    wrap,
 )
 
 __all__ = [

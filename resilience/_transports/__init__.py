@@ -12,6 +12,7 @@ from .cache import CACHE_STATUS, CacheTransport
 from .log import LogTransport
 from .ratelimit import RateLimitTransport
 from .retry import RetryTransport
+from .stack import Stack, wrap
 
 __all__ = [
     "CACHE_STATUS",
@@ -23,4 +24,6 @@ __all__ = [
     "RateLimitExceeded",
     "RateLimitTransport",
     "RetryTransport",
+    "Stack",
+    "wrap",
 ]

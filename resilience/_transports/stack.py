@@ -26,19 +26,17 @@ from typing import Any, TypeVar, overload
 
 import httpx
 
-from ._breaker import CircuitBreaker
-from ._cache import Cache
-from ._logging import Log
-from ._ratelimit import RateLimit
-from ._retry import Backoff, Retry, RetryBudget
-from ._transports import (
-    CacheTransport,
-    CircuitBreakerTransport,
-    LogTransport,
-    RateLimitTransport,
-    RetryTransport,
-)
-from ._validate import check_instance
+from .._breaker import CircuitBreaker
+from .._cache import Cache
+from .._logging import Log
+from .._ratelimit import RateLimit
+from .._retry import Backoff, Retry, RetryBudget
+from .._validate import check_instance
+from .breaker import CircuitBreakerTransport
+from .cache import CacheTransport
+from .log import LogTransport
+from .ratelimit import RateLimitTransport
+from .retry import RetryTransport
 
 __all__ = ["Stack", "wrap"]
 
