@@ -22,7 +22,13 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency", type=int, default=20, help="concurrent requests in the async runs"
     )
     args = parser.parse_args(argv)
-    from ._demo import run_demo
+    try:
+        from ._demo import run_demo
+    except ModuleNotFoundError as exc:
+        if exc.name != "rich":
+            raise
+        print("the demo needs rich: pip install 'resilience[demo]'", file=sys.stderr)
+        return 2
 
     return run_demo(
         requests=args.requests,
