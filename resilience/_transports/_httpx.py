@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from .. import _exceptions
+from .._keys import KeyFunc, per_host
 from .._retry import Failure
 
 __all__ = [
@@ -78,6 +79,34 @@ def options(request: httpx.Request) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise TypeError(f'extensions["{OPTIONS}"] must be a dict of overrides, got {value!r}')
     return value
+
+
+_P = TypeVar("_P")
+
+
+def override(request: httpx.Request, name: str, default: _P, kind: type[_P]) -> _P | None:
+    """The policy for this request: ``extensions["resilience"][name]`` if given, else ``default``.
+
+    ``None`` there turns the layer off for the request; anything but a ``kind`` is refused.
+    """
+    if OPTIONS not in request.extensions:
+        return default
+    overrides = options(request)
+    if name not in overrides:
+        return default
+    policy = overrides[name]
+    if policy is None or isinstance(policy, kind):
+        return policy
+    raise TypeError(
+        f'extensions["{OPTIONS}"]["{name}"] must be a {kind.__name__} or None, got {policy!r}'
+    )
+
+
+def policy_key(request: httpx.Request, key: KeyFunc | str | None) -> str:
+    """The state key of ``request`` under a policy's ``key`` (default: :func:`per_host`)."""
+    if key is None:
+        return per_host(request)
+    return key if isinstance(key, str) else key(request)
 
 
 def time_left(request: httpx.Request, now: float) -> float | None:

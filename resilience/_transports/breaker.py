@@ -8,8 +8,7 @@ import httpx
 
 from .. import _exceptions
 from .._breaker import CircuitBreaker, Outcome
-from .._keys import per_host
-from ._httpx import OPTIONS, CircuitOpenError, options
+from ._httpx import CircuitOpenError, override, policy_key
 
 __all__ = ["CircuitBreakerTransport"]
 
@@ -53,24 +52,11 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return f"CircuitBreakerTransport({self.transport!r}, {self.breaker!r})"
 
     def _policy(self, request: httpx.Request) -> CircuitBreaker | None:
-        if OPTIONS not in request.extensions:
-            return self.breaker
-        overrides = options(request)
-        if "breaker" not in overrides:
-            return self.breaker
-        policy = overrides["breaker"]
-        if policy is None or isinstance(policy, CircuitBreaker):
-            return policy
-        raise TypeError(
-            f'extensions["resilience"]["breaker"] must be a CircuitBreaker or None, got {policy!r}'
-        )
+        return override(request, "breaker", self.breaker, CircuitBreaker)
 
     @staticmethod
     def _key(request: httpx.Request, policy: CircuitBreaker) -> str:
-        key = policy.key
-        if key is None:
-            return per_host(request)
-        return key if isinstance(key, str) else key(request)
+        return policy_key(request, policy.key)
 
     @staticmethod
     def _refused(request: httpx.Request) -> Callable[[str, float, str], BaseException]:

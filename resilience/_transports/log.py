@@ -23,13 +23,13 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from .. import _logging
 from .._logging import Emit, Log
-from ._httpx import OPTIONS, options
+from ._httpx import override
+from .cache import CACHE_STATUS
 
 __all__ = ["RECORD", "LogTransport", "RequestRecord"]
 
 RECORD = "resilience.log"
 """``request.extensions[RECORD]``: the :class:`RequestRecord` of the logical request."""
-_CACHE_STATUS = "resilience.cache"  # set on responses by the cache layer
 
 Scope = Literal["request", "attempt"]
 _SCOPES = ("request", "attempt")
@@ -147,15 +147,7 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     # -- what both loops share -----------------------------------------------------------------
 
     def _policy(self, request: httpx.Request) -> Log | None:
-        if OPTIONS not in request.extensions:
-            return self.log
-        overrides = options(request)
-        if "log" not in overrides:
-            return self.log
-        policy = overrides["log"]
-        if policy is None or isinstance(policy, Log):
-            return policy
-        raise TypeError(f'extensions["resilience"]["log"] must be a Log or None, got {policy!r}')
+        return override(request, "log", self.log, Log)
 
     @staticmethod
     def _request_id(request: httpx.Request, log: Log, inherited: RequestRecord | None) -> str:
@@ -278,7 +270,7 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             fields["status"] = status
             fields["attempts"] = record.attempts
             fields["outcome"] = outcome
-            fields["cache"] = response.extensions.get(_CACHE_STATUS)
+            fields["cache"] = response.extensions.get(CACHE_STATUS)
         else:
             fields["attempt"] = record.attempts
             fields["status"] = status

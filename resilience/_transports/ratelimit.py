@@ -6,11 +6,10 @@ from collections.abc import Callable
 
 import httpx
 
-from .._keys import per_host
 from .._log import EventLogger
 from .._ratelimit import RateLimit, acquire, acquire_async
 from .._retry_after import parse_rate_limit_pause, parse_retry_after
-from ._httpx import OPTIONS, RateLimitExceeded, options, time_left
+from ._httpx import RateLimitExceeded, override, policy_key, time_left
 
 __all__ = ["RateLimitTransport"]
 
@@ -53,24 +52,11 @@ class RateLimitTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return f"RateLimitTransport({self.transport!r}, {self.rate_limit!r})"
 
     def _policy(self, request: httpx.Request) -> RateLimit | None:
-        if OPTIONS not in request.extensions:
-            return self.rate_limit
-        overrides = options(request)
-        if "rate_limit" not in overrides:
-            return self.rate_limit
-        policy = overrides["rate_limit"]
-        if policy is None or isinstance(policy, RateLimit):
-            return policy
-        raise TypeError(
-            f'extensions["resilience"]["rate_limit"] must be a RateLimit or None, got {policy!r}'
-        )
+        return override(request, "rate_limit", self.rate_limit, RateLimit)
 
     @staticmethod
     def _key(request: httpx.Request, policy: RateLimit) -> str:
-        key = policy.key
-        if key is None:
-            return per_host(request)
-        return key if isinstance(key, str) else key(request)
+        return policy_key(request, policy.key)
 
     @staticmethod
     def _max_wait(request: httpx.Request, policy: RateLimit) -> float:

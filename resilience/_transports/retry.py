@@ -5,12 +5,10 @@ from __future__ import annotations
 import anyio
 import httpx
 
-from .._keys import per_host
 from .._log import EventLogger, redact_url
 from .._retry import Decision, Retry, RetryCall, Verdict
 from ._httpx import (
     DEADLINE,
-    OPTIONS,
     DeadlineExceeded,
     aclose_quietly,
     aread_bounded,
@@ -18,6 +16,8 @@ from ._httpx import (
     classify,
     close_quietly,
     options,
+    override,
+    policy_key,
     read_bounded,
     replayable,
     timeout_kind,
@@ -77,24 +77,11 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     # -- what both loops share -----------------------------------------------------------------
 
     def _policy(self, request: httpx.Request) -> Retry | None:
-        if OPTIONS not in request.extensions:
-            return self.retry
-        overrides = options(request)
-        if "retry" not in overrides:
-            return self.retry
-        policy = overrides["retry"]
-        if policy is None or isinstance(policy, Retry):
-            return policy
-        raise TypeError(
-            f'extensions["resilience"]["retry"] must be a Retry or None, got {policy!r}'
-        )
+        return override(request, "retry", self.retry, Retry)
 
     @staticmethod
     def _key(request: httpx.Request, policy: Retry) -> str:
-        key = policy.key
-        if key is None:
-            return per_host(request)
-        return key if isinstance(key, str) else key(request)
+        return policy_key(request, policy.key)
 
     def _begin(self, request: httpx.Request, policy: Retry) -> tuple[float | None, bool]:
         """Record the request in the budget and set its deadline; return (deadline, read_body)."""
