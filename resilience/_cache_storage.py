@@ -215,10 +215,13 @@ _OPEN, _DISCARDED, _ABORTED, _FAILED, _COMMITTED = range(5)
 class _Writer:
     """The state every writer shares: open, then discarded, aborted, failed or committed."""
 
-    __slots__ = ("_size", "_state", "limit")
+    __slots__ = ("_id", "_key", "_meta", "_size", "_state", "limit")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, key: str, meta: CachedResponse, limit: int) -> None:
         self.limit = limit
+        self._key = key
+        self._meta = meta
+        self._id = secrets.token_hex(8)  # the variant's id, known before it is committed
         self._size = 0
         self._state = _OPEN
 
@@ -512,16 +515,13 @@ def _memory_chunks(chunks: tuple[bytes, ...]) -> Iterator[bytes]:
 class _MemoryWriter(_Writer):
     """Gathers a body as a list of chunks (small writes coalesced up to 64 KiB)."""
 
-    __slots__ = ("_chunks", "_id", "_key", "_meta", "_pending", "_storage")
+    __slots__ = ("_chunks", "_pending", "_storage")
 
     def __init__(
         self, storage: MemoryCacheStorage, key: str, meta: CachedResponse, limit: int
     ) -> None:
-        super().__init__(limit)
+        super().__init__(key, meta, limit)
         self._storage = storage
-        self._key = key
-        self._meta = meta
-        self._id = secrets.token_hex(8)
         self._chunks: list[bytes] = []
         self._pending = bytearray()
 
@@ -878,16 +878,13 @@ def _decode(raw: bytes, key: str, entry_id: str) -> tuple[CachedResponse, int] |
 class _FileWriter(_Writer):
     """Streams a body into a temp file next to its final place; commit renames it there."""
 
-    __slots__ = ("_file", "_id", "_key", "_meta", "_storage", "_temp")
+    __slots__ = ("_file", "_storage", "_temp")
 
     def __init__(
         self, storage: FileCacheStorage, key: str, meta: CachedResponse, limit: int
     ) -> None:
-        super().__init__(limit)
+        super().__init__(key, meta, limit)
         self._storage = storage
-        self._key = key
-        self._meta = meta
-        self._id = secrets.token_hex(8)
         self._file: io.BufferedWriter | None = None
         self._temp: str | None = None
 
