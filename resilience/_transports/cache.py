@@ -533,11 +533,16 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         request: httpx.Request,
         entry: CachedResponse,
         stream: httpx.SyncByteStream | httpx.AsyncByteStream,
-        status: str,
         now: float,
-        age: float | None = None,
+        plan: _Plan | None,
+        status: str | None,
     ) -> httpx.Response:
-        if age is None:
+        """The stored response; ``status`` defaults to what ``plan`` decided (hit or stale)."""
+        if status is None:
+            status = "hit" if plan is not None and plan.use == "serve" else "stale"
+        if plan is not None and plan.verdict is not None:
+            age = plan.verdict.age
+        else:
             age = max(0.0, now - entry.response_time)
         headers = [*_wire_headers(entry), (b"age", age_header(age).encode())]
         return httpx.Response(
@@ -631,10 +636,7 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             return None
         if chunks is None:
             return None
-        if status is None:
-            status = "hit" if plan is not None and plan.use == "serve" else "stale"
-        age = plan.verdict.age if plan is not None and plan.verdict is not None else None
-        return self._served(request, entry, _StoredStream(chunks), status, now, age)
+        return self._served(request, entry, _StoredStream(chunks), now, plan, status)
 
     def _fetch(
         self, transport: httpx.BaseTransport, request: httpx.Request, policy: Cache, key: _Key
@@ -840,10 +842,7 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             return None
         if chunks is None:
             return None
-        if status is None:
-            status = "hit" if plan is not None and plan.use == "serve" else "stale"
-        age = plan.verdict.age if plan is not None and plan.verdict is not None else None
-        return self._served(request, entry, _AsyncStoredStream(chunks), status, now, age)
+        return self._served(request, entry, _AsyncStoredStream(chunks), now, plan, status)
 
     async def _afetch(
         self,
