@@ -107,6 +107,8 @@ class Ticket:
 
     permit: Permit
     generation: int
+    circuit: _Circuit | None = field(default=None, compare=False, repr=False)
+    """The circuit that admitted the call, so :meth:`CircuitBreaker.record` needs no lookup."""
 
 
 class _Circuit:
@@ -120,7 +122,7 @@ class _Circuit:
         self.lock = threading.Lock()
         self.probing = False
         self.generation = 0
-        self.normal = Ticket(Permit.NORMAL, 0)  # reused: the closed path allocates nothing
+        self.normal = Ticket(Permit.NORMAL, 0, self)  # reused: the closed path allocates nothing
         # The object listeners receive as `cb`: pybreaker's own class over the same storage,
         # so cb.name, cb.fail_counter and cb.current_state read the real state. Never called.
         self.shell = pybreaker.CircuitBreaker(state_storage=storage, name=key)
@@ -283,7 +285,7 @@ class CircuitBreaker:
             storage.reset_success_counter()
         storage.state = new
         circuit.generation += 1
-        circuit.normal = Ticket(Permit.NORMAL, circuit.generation)
+        circuit.normal = Ticket(Permit.NORMAL, circuit.generation, circuit)
         shell = circuit.shell
         shell.fail_max = self.fail_max
         shell.reset_timeout = self.reset_timeout
@@ -328,11 +330,13 @@ class CircuitBreaker:
                     f"circuit {key!r} is half-open and its probe is in flight", 0.0, key
                 )
             circuit.probing = True
-            return Ticket(Permit.PROBE, circuit.generation)
+            return Ticket(Permit.PROBE, circuit.generation, circuit)
 
     def record(self, key: str, ticket: Ticket, outcome: Outcome) -> None:
         """Count the outcome of a call that :meth:`admit` let through with ``ticket``."""
-        circuit = self.storage.circuit(key)
+        circuit = ticket.circuit
+        if circuit is None:
+            circuit = self.storage.circuit(key)
         storage = circuit.storage
         if ticket is circuit.normal and outcome is Outcome.SUCCESS:
             if storage.counter:  # the common case (closed, no failures) costs no write

@@ -91,6 +91,8 @@ class Cache:
     credential_headers: frozenset[str] = CREDENTIAL_HEADERS
     refresh_workers: int = 4
     clock: Clock = SYSTEM_CLOCK
+    credential_bytes: frozenset[bytes] = field(init=False, repr=False, compare=False)
+    """``credential_headers`` encoded, as the transport compares raw header names."""
 
     def __post_init__(self) -> None:
         from ._cache_storage import CacheStorage
@@ -119,7 +121,11 @@ class Cache:
             raise TypeError(
                 f"Cache.credential_headers must be a set of header names, got {headers!r}"
             )
-        object.__setattr__(self, "credential_headers", frozenset(h.lower() for h in headers))
+        lowered = frozenset(h.lower() for h in headers)
+        object.__setattr__(self, "credential_headers", lowered)
+        object.__setattr__(
+            self, "credential_bytes", frozenset(h.encode("latin-1", "replace") for h in lowered)
+        )
         check_number("Cache", "refresh_workers", self.refresh_workers, minimum=1, integer=True)
         check_instance("Cache", "clock", self.clock, Clock)
 

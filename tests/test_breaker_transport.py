@@ -41,6 +41,9 @@ def test_opens_after_fail_max_fails_fast_probes_once_and_recovers(
         client.request("GET", url)
     elapsed = time.perf_counter() - started
     assert isinstance(caught.value, httpx.TransportError)
+    assert caught.value.request.url == url  # httpx's request, as its own errors carry
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
     assert caught.value.key == key_of(server)
     assert 29.0 < caught.value.retry_after <= 30.001
     assert server.count("/s") == 3  # nothing reached the network

@@ -22,6 +22,7 @@ __all__ = [
     "cap_timeouts",
     "classify",
     "close_quietly",
+    "header_names",
     "options",
     "read_bounded",
     "replayable",
@@ -109,6 +110,11 @@ def policy_key(request: httpx.Request, key: KeyFunc | str | None) -> str:
     return key if isinstance(key, str) else key(request)
 
 
+def header_names(headers: httpx.Headers) -> list[bytes]:
+    """The names in ``headers``, lower case, as bytes: no decoding (httpx 0.28 keeps them so)."""
+    return [lowered for _, lowered, _ in headers._list]
+
+
 def time_left(request: httpx.Request, now: float) -> float | None:
     """Seconds until the logical request's deadline (None when it has none)."""
     deadline = request.extensions.get(DEADLINE)
@@ -148,6 +154,19 @@ def timeout_kind(exc: Exception) -> str | None:
     return None
 
 
+_KINDS = ("connect", "read", "write", "pool")
+_NOTHING: frozenset[str] = frozenset()
+
+
+def _within(timeout: Mapping[str, float | None], remaining: float) -> bool:
+    """Whether all four timeouts are set and none is longer than ``remaining``."""
+    for kind in _KINDS:
+        value = timeout.get(kind)
+        if value is None or value > remaining:
+            return False
+    return True
+
+
 def cap_timeouts(request: httpx.Request, remaining: float) -> frozenset[str]:
     """Cap each of the request's timeouts to ``remaining`` seconds; return the kinds capped.
 
@@ -157,10 +176,13 @@ def cap_timeouts(request: httpx.Request, remaining: float) -> frozenset[str]:
     extensions = request.extensions
     original = extensions.get(_ORIGINAL_TIMEOUT)
     if original is None:
+        timeout = extensions.get("timeout")
+        if timeout is not None and _within(timeout, remaining):
+            return _NOTHING  # the common case: the deadline is far; nothing to change or copy
         original = extensions[_ORIGINAL_TIMEOUT] = dict(extensions.get("timeout") or {})
     capped = dict(original)
     kinds = set()
-    for kind in ("connect", "read", "write", "pool"):
+    for kind in _KINDS:
         value = original.get(kind)
         if value is None or value > remaining:
             capped[kind] = remaining

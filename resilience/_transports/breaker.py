@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httpx
 
 from .. import _exceptions
-from .._breaker import CircuitBreaker, Outcome
+from .._breaker import CircuitBreaker, Outcome, Ticket
 from ._httpx import CircuitOpenError, override, policy_key
 
 __all__ = ["CircuitBreakerTransport"]
@@ -59,11 +57,14 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return policy_key(request, policy.key)
 
     @staticmethod
-    def _refused(request: httpx.Request) -> Callable[[str, float, str], BaseException]:
-        def build(message: str, retry_after: float, key: str) -> BaseException:
-            return CircuitOpenError(message, retry_after=retry_after, key=key, request=request)
-
-        return build
+    def _admit(policy: CircuitBreaker, key: str, request: httpx.Request) -> Ticket:
+        """``policy.admit``; a refusal becomes our httpx-flavoured :class:`CircuitOpenError`."""
+        try:
+            return policy.admit(key)
+        except _exceptions.CircuitOpenError as exc:
+            raise CircuitOpenError(
+                str(exc), retry_after=exc.retry_after, key=exc.key, request=request
+            ) from None
 
     @staticmethod
     def _response_outcome(policy: CircuitBreaker, response: httpx.Response) -> Outcome:
@@ -99,7 +100,7 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         if policy is None:
             return transport.handle_request(request)
         key = self._key(request, policy)
-        ticket = policy.admit(key, self._refused(request))
+        ticket = self._admit(policy, key, request)
         outcome = Outcome.NEUTRAL
         try:
             response = transport.handle_request(request)
@@ -122,7 +123,7 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         if policy is None:
             return await transport.handle_async_request(request)
         key = self._key(request, policy)
-        ticket = policy.admit(key, self._refused(request))
+        ticket = self._admit(policy, key, request)
         outcome = Outcome.NEUTRAL
         try:
             response = await transport.handle_async_request(request)

@@ -49,7 +49,7 @@ from .._cache_rules import (
 from .._cache_storage import CachedResponse, CacheStorage
 from .._forksafe import after_fork_in_child
 from .._log import EventLogger, redact_url
-from ._httpx import OPTIONS, aclose_quietly, close_quietly, options
+from ._httpx import OPTIONS, aclose_quietly, close_quietly, header_names, options
 
 __all__ = ["CACHE_STATUS", "CacheTransport"]
 
@@ -65,20 +65,50 @@ _events = EventLogger("resilience.cache")
 # cache (we would otherwise have to merge validators and serve partial content).
 _CALLER_CONDITIONAL = ("if-none-match", "if-modified-since", "if-match", "if-unmodified-since")
 _BYPASS_HEADERS = frozenset({*_CALLER_CONDITIONAL, "range", "if-range"})
+_BYPASS_BYTES = frozenset(name.encode() for name in _BYPASS_HEADERS)
 
 _NO_DIRECTIVES = CacheControl()
+
+# Request headers that change what a lookup does (beyond the URL); the credential headers
+# are the policy's own. A request with none of them, the common case, skips decoding its
+# headers until a rule needs them.
+_LOOKUP_HEADERS = frozenset(name.encode() for name in (*_BYPASS_HEADERS, "cache-control", "pragma"))
+# Response headers without which a response is never worth storing (see _worth_storing).
+_WORTH_STORING_HEADERS = frozenset({b"cache-control", b"expires", b"etag", b"last-modified"})
 
 # RFC 5861 section 4: the statuses that count as an error for stale-if-error.
 _ERROR_STATUSES = frozenset({500, 502, 503, 504})
 
 
-@dataclass(frozen=True, slots=True)
 class _Key:
-    method: str
-    primary: str
-    credentials: str
-    headers: list[tuple[str, str]]  # the request's headers, names in lower case
-    directives: CacheControl  # the request's Cache-Control
+    """What a lookup needs of a request: its keys, and its headers decoded on first use."""
+
+    __slots__ = ("_headers", "_raw", "credentials", "directives", "method", "primary")
+
+    def __init__(
+        self,
+        method: str,
+        primary: str,
+        credentials: str,
+        headers: list[tuple[str, str]] | None,
+        directives: CacheControl,
+        raw: httpx.Headers | None = None,
+    ) -> None:
+        self.method = method
+        self.primary = primary
+        self.credentials = credentials
+        self.directives = directives  # the request's Cache-Control
+        self._headers = headers
+        self._raw = raw
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The request's headers, names in lower case (decoded once, when a rule needs them)."""
+        headers = self._headers
+        if headers is None:
+            assert self._raw is not None
+            headers = self._headers = self._raw.multi_items()
+        return headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,9 +509,9 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         method = request.method
         if method not in policy.methods:
             return None
-        headers = request.headers.multi_items()
-        names = {name for name, _ in headers}
-        if not names.isdisjoint(_BYPASS_HEADERS):
+        names = header_names(request.headers)
+        special = not _LOOKUP_HEADERS.isdisjoint(names)
+        if special and not _BYPASS_BYTES.isdisjoint(names):
             return None
         url = str(request.url)
         if method == "POST":
@@ -492,7 +522,11 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             primary = policy.primary_key(method, url, body)
         else:
             primary = _primary_key(policy, method, url)
-        directives = parse_cache_control(headers) if "cache-control" in names else _NO_DIRECTIVES
+        if not special and policy.credential_bytes.isdisjoint(names):
+            # the common case: nothing but the URL decides; headers decoded only if needed
+            return _Key(method, primary, "", None, _NO_DIRECTIVES, request.headers)
+        headers = request.headers.multi_items()
+        directives = parse_cache_control(headers) if b"cache-control" in names else _NO_DIRECTIVES
         return _Key(method, primary, policy.credentials(headers), headers, directives)
 
     @staticmethod
@@ -500,6 +534,10 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         policy: Cache, key: _Key, response: httpx.Response, request_time: float, now: float
     ) -> CachedResponse | None:
         """The entry to store for ``response``, or None when RFC 9111 forbids storing it."""
+        if not policy.stale_if_error and _WORTH_STORING_HEADERS.isdisjoint(
+            header_names(response.headers)
+        ):
+            return None  # what _worth_storing would say, without decoding a header
         response_headers = response.headers.multi_items()
         reason = storable(
             key.method,

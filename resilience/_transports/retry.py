@@ -9,6 +9,7 @@ from .._log import EventLogger, redact_url
 from .._retry import Decision, Retry, RetryCall, Verdict
 from ._httpx import (
     DEADLINE,
+    OPTIONS,
     DeadlineExceeded,
     aclose_quietly,
     aread_bounded,
@@ -95,7 +96,9 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 deadline is None or now + policy.deadline < deadline
             ):
                 deadline = extensions[DEADLINE] = now + policy.deadline
-        read_body = policy.read_body and bool(options(request).get("read_body", True))
+        read_body = policy.read_body and (
+            OPTIONS not in extensions or bool(options(request).get("read_body", True))
+        )
         return deadline, read_body
 
     @staticmethod

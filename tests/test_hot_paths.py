@@ -1,0 +1,141 @@
+"""The shortcuts of the per-request hot paths give exactly what the general paths give.
+
+The cache's lookup key skips decoding a request's headers when none of them matters to the
+lookup, the cache skips parsing a response that can never be worth storing, and the retry
+layer leaves the timeouts alone while the deadline is far. Each shortcut is checked here
+against the general rule it stands for, over generated inputs.
+"""
+
+from __future__ import annotations
+
+import httpx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import resilience as rs
+from resilience._cache_rules import parse_cache_control, storable, vary_key
+from resilience._transports._httpx import cap_timeouts, header_names
+from resilience._transports.cache import _BYPASS_HEADERS, CacheTransport, _worth_storing
+
+# names that matter to a lookup or to storing, and some that do not, in any letter case
+_REQUEST_NAMES = [
+    "accept",
+    "accept-language",
+    "user-agent",
+    "cache-control",
+    "pragma",
+    "authorization",
+    "cookie",
+    "x-api-key",
+    "if-none-match",
+    "range",
+    "x-custom",
+]
+_VALUES = st.sampled_from(["*/*", "no-cache", "max-age=0", "Bearer abc", "a=1", "en", "", "x y"])
+
+
+def _cased(name: str) -> st.SearchStrategy[str]:
+    return st.sampled_from([name, name.upper(), name.title()])
+
+
+_request_headers = st.lists(
+    st.tuples(st.sampled_from(_REQUEST_NAMES).flatmap(_cased), _VALUES), max_size=6
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(headers=_request_headers, method=st.sampled_from(["GET", "HEAD", "POST", "DELETE"]))
+def test_lookup_key_matches_the_decoded_headers(
+    headers: list[tuple[str, str]], method: str
+) -> None:
+    """The key's credentials, directives and headers are those of the decoded request."""
+    policy = rs.Cache(methods=frozenset({"GET", "HEAD", "POST"}))
+    request = httpx.Request(method, "http://127.0.0.1/r?q=1", headers=headers, content=b"body")
+    key = CacheTransport._key(request, policy)
+    decoded = request.headers.multi_items()
+    names = {name for name, _ in decoded}
+    if method not in policy.methods or not names.isdisjoint(_BYPASS_HEADERS):
+        assert key is None
+        return
+    assert key is not None
+    assert key.headers == decoded
+    assert key.credentials == policy.credentials(decoded)
+    assert key.directives == parse_cache_control(decoded)
+    body = b"body" if method == "POST" else None
+    assert key.primary == policy.primary_key(method, "http://127.0.0.1/r?q=1", body)
+
+
+_RESPONSE_FIELDS = {
+    "cache-control": ["max-age=60", "no-store", "stale-if-error=30", "no-cache", "public"],
+    "expires": ["Thu, 01 Jan 2099 00:00:00 GMT", "0"],
+    "etag": ['"v1"'],
+    "last-modified": ["Thu, 01 Jan 2015 00:00:00 GMT"],
+    "vary": ["accept", "*"],
+    "content-type": ["application/json"],
+    "content-length": ["2"],
+    "date": ["Thu, 01 Jan 2026 00:00:00 GMT"],
+}
+_response_headers = st.dictionaries(
+    st.sampled_from(sorted(_RESPONSE_FIELDS)), st.integers(0, 4), max_size=5
+).map(lambda d: [(n, _RESPONSE_FIELDS[n][i % len(_RESPONSE_FIELDS[n])]) for n, i in d.items()])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    headers=_response_headers,
+    status=st.sampled_from([200, 203, 204, 301, 404, 410, 500, 503]),
+    stale_if_error=st.sampled_from([0.0, 30.0]),
+    heuristic=st.sampled_from([0.0, 0.1]),
+)
+def test_meta_shortcut_only_skips_responses_never_worth_storing(
+    headers: list[tuple[str, str]], status: int, stale_if_error: float, heuristic: float
+) -> None:
+    """What ``_meta`` skips unparsed, the full rule (``_worth_storing``) would skip too."""
+    policy = rs.Cache(stale_if_error=stale_if_error, heuristic_fraction=heuristic)
+    request = httpx.Request("GET", "http://127.0.0.1/r")
+    key = CacheTransport._key(request, policy)
+    assert key is not None
+    response = httpx.Response(status, headers=headers, content=b"ok", request=request)
+    meta = CacheTransport._meta(policy, key, response, 1_767_225_600.0, 1_767_225_600.0)
+    decoded = response.headers.multi_items()
+    expected = (
+        storable("GET", status, [], decoded) is None
+        and _worth_storing(policy, status, decoded, 1_767_225_600.0)
+        and vary_key(decoded, []) is not None
+    )
+    assert (meta is not None) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(headers=st.lists(st.tuples(st.text("aBcD-xY", min_size=1), _VALUES), max_size=6))
+def test_header_names_are_the_lowered_raw_names(headers: list[tuple[str, str]]) -> None:
+    """Pins httpx 0.28's internal header list, which ``header_names`` reads."""
+    parsed = httpx.Headers(headers)
+    assert header_names(parsed) == [name.lower() for name, _ in parsed.raw]
+
+
+def _request(timeout: httpx.Timeout) -> httpx.Request:
+    return httpx.Request("GET", "http://127.0.0.1/", extensions={"timeout": timeout.as_dict()})
+
+
+def test_far_deadline_leaves_the_timeouts_untouched() -> None:
+    request = _request(httpx.Timeout(5.0))
+    before = request.extensions["timeout"]
+    assert cap_timeouts(request, 60.0) == frozenset()
+    assert request.extensions["timeout"] is before  # not even copied
+    assert set(request.extensions) == {"timeout"}
+
+
+def test_near_deadline_caps_from_the_callers_timeouts() -> None:
+    """Later attempts cap from the caller's timeouts, never from an earlier cap."""
+    request = _request(httpx.Timeout(5.0, read=30.0))
+    assert cap_timeouts(request, 20.0) == frozenset({"read"})
+    assert request.extensions["timeout"]["read"] == 20.0
+    assert cap_timeouts(request, 2.0) == frozenset({"connect", "read", "write", "pool"})
+    assert request.extensions["timeout"] == dict.fromkeys(("connect", "read", "write", "pool"), 2.0)
+
+
+def test_unbounded_timeout_is_always_capped() -> None:
+    request = _request(httpx.Timeout(None))
+    assert cap_timeouts(request, 600.0) == frozenset({"connect", "read", "write", "pool"})
+    assert request.extensions["timeout"]["pool"] == 600.0
