@@ -608,17 +608,17 @@ class MemoryCacheStorage(CacheStorage):
 
     def lookup(self, key: str) -> list[CachedResponse]:
         """Every variant stored under ``key``, newest first (marks them used)."""
-        _check_key(key)
         with self._lock:
             ids = self._keys.get(key)
-            if not ids:
-                return []
-            lru = self._lru
-            found = []
-            for entry_id in ids:
-                lru.move_to_end((key, entry_id))
-                found.append(lru[key, entry_id].meta)
-            return found
+            if ids:  # stored keys were checked when stored
+                lru = self._lru
+                found = []
+                for entry_id in ids:
+                    lru.move_to_end((key, entry_id))
+                    found.append(lru[key, entry_id].meta)
+                return found
+        _check_key(key)
+        return []
 
     def open_body(self, key: str, entry_id: str) -> Iterator[bytes] | None:
         """The body of a variant in chunks of at most 64 KiB; None if it is gone."""

@@ -374,6 +374,7 @@ class Log:
     body_limit: int = 1024
     _levelno: int = field(init=False, repr=False, compare=False, default=logging.INFO)
     _failure_levelno: int = field(init=False, repr=False, compare=False, default=logging.WARNING)
+    _sinks_say_all: bool = field(init=False, repr=False, compare=False, default=True)
 
     def __post_init__(self) -> None:
         logger = self.logger
@@ -390,6 +391,13 @@ class Log:
         object.__setattr__(self, "failure_level", _LEVEL_NAMES[failure_levelno])
         object.__setattr__(self, "_levelno", levelno)
         object.__setattr__(self, "_failure_levelno", failure_levelno)
+        # With the library's own loggers at INFO and WARNING, "no sink" already means "the
+        # library's loggers can emit nothing" (library_logging_enabled() is False).
+        object.__setattr__(
+            self,
+            "_sinks_say_all",
+            self.logger is None and (levelno, failure_levelno) == (logging.INFO, logging.WARNING),
+        )
         if logger is not None and type(logger) is not _LAZY_PROXY:  # a proxy resolves lazily
             for name in {"debug", _LEVEL_NAMES[levelno], _LEVEL_NAMES[failure_levelno]}:
                 if not callable(getattr(logger, name, None)):
@@ -442,6 +450,10 @@ class Log:
         if type(logger) is _LAZY_PROXY:
             logger = logger.bind()
         return _user_sink(logger, self._levelno), _user_sink(logger, self._failure_levelno)
+
+    def library_quiet(self) -> bool:
+        """Given :meth:`sinks` found nothing to emit: whether the library's loggers are off too."""
+        return self._sinks_say_all or not library_logging_enabled()
 
     def active(self) -> bool:
         """Whether any event of this policy's levels (success or failure) could be emitted."""

@@ -24,6 +24,7 @@ from structlog.typing import EventDict, WrappedLogger
 
 import resilience as rs
 from resilience import _log
+from resilience._transports.log import RECORD
 from resilience.testing import FakeClock, FaultServer, Respond
 
 from .conftest import Driver, free_port
@@ -121,6 +122,49 @@ def test_attempt_layer_alone_counts_on_its_own_record(
     assert len({a["request_id"] for a in attempts[:3]}) == 1
     assert attempts[3]["request_id"] != attempts[0]["request_id"]
     assert sink.named("http.request") == []
+
+
+def test_a_quiet_request_layer_silences_only_its_own_policy(
+    server: FaultServer, driver: Driver, sink: Sink
+) -> None:
+    """A request layer that logs nothing leaves an attempt layer with another policy logging."""
+    server.script("/r", Respond(503), Respond(200))
+    quiet = rs.Log(Sink(level=logging.ERROR).logger)
+    retry = rs.Retry(clock=FakeClock())
+    seen: list[object] = []
+    sent: list[httpx.Request] = []
+
+    class Spy(httpx.BaseTransport, httpx.AsyncBaseTransport):
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            seen.append(request.extensions.get(RECORD))
+            sent.append(request)
+            return self.inner.handle_request(request)  # type: ignore[no-any-return]
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            seen.append(request.extensions.get(RECORD))
+            sent.append(request)
+            return await self.inner.handle_async_request(request)  # type: ignore[no-any-return]
+
+        def close(self) -> None:
+            self.inner.close()
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    def layers(inner: Any) -> Any:
+        attempt = rs.LogTransport(Spy(inner), rs.Log(sink.logger), scope="attempt")
+        return rs.LogTransport(rs.RetryTransport(attempt, retry), quiet)
+
+    client = driver.client(layers)
+    assert client.request("GET", f"{server.url}/r").status_code == 200
+    assert [a["attempt"] for a in sink.named("http.attempt")] == [1, 2]
+    assert len(seen) == 2
+    assert quiet not in seen  # the attempt layer kept its own record
+    assert sent[0] is sent[1]
+    assert sent[0].extensions.get(RECORD) is not quiet  # the quiet mark is taken away after
 
 
 def test_failure_statuses_use_the_failure_level(server: FaultServer, driver: Driver) -> None:

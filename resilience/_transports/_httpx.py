@@ -103,10 +103,23 @@ def override(request: httpx.Request, name: str, default: _P, kind: type[_P]) -> 
     )
 
 
+_ORIGINS: dict[tuple[str, str, int | None], str] = {}
+_ORIGINS_MAX = 4096
+
+
 def policy_key(request: httpx.Request, key: KeyFunc | str | None) -> str:
     """The state key of ``request`` under a policy's ``key`` (default: :func:`per_host`)."""
     if key is None:
-        return per_host(request)
+        # per_host's answer, remembered per (scheme, host, port) as httpx 0.28 parsed them
+        parsed = request.url._uri_reference
+        origin = (parsed.scheme, parsed.host, parsed.port)
+        found = _ORIGINS.get(origin)
+        if found is None:
+            found = per_host(request)
+            if len(_ORIGINS) >= _ORIGINS_MAX:
+                _ORIGINS.clear()  # cheap and bounded; recomputed on demand
+            _ORIGINS[origin] = found
+        return found
     return key if isinstance(key, str) else key(request)
 
 
@@ -158,15 +171,6 @@ _KINDS = ("connect", "read", "write", "pool")
 _NOTHING: frozenset[str] = frozenset()
 
 
-def _within(timeout: Mapping[str, float | None], remaining: float) -> bool:
-    """Whether all four timeouts are set and none is longer than ``remaining``."""
-    for kind in _KINDS:
-        value = timeout.get(kind)
-        if value is None or value > remaining:
-            return False
-    return True
-
-
 def cap_timeouts(request: httpx.Request, remaining: float) -> frozenset[str]:
     """Cap each of the request's timeouts to ``remaining`` seconds; return the kinds capped.
 
@@ -177,8 +181,13 @@ def cap_timeouts(request: httpx.Request, remaining: float) -> frozenset[str]:
     original = extensions.get(_ORIGINAL_TIMEOUT)
     if original is None:
         timeout = extensions.get("timeout")
-        if timeout is not None and _within(timeout, remaining):
-            return _NOTHING  # the common case: the deadline is far; nothing to change or copy
+        if timeout is not None:
+            for kind in _KINDS:
+                value = timeout.get(kind)
+                if value is None or value > remaining:
+                    break
+            else:  # the common case: the deadline is far; nothing to change, nothing copied
+                return _NOTHING
         original = extensions[_ORIGINAL_TIMEOUT] = dict(extensions.get("timeout") or {})
     capped = dict(original)
     kinds = set()

@@ -136,11 +136,15 @@ def _select(entries: list[CachedResponse], key: _Key) -> CachedResponse | None:
     return None
 
 
+_MISS = _Plan("miss")
+_GATEWAY_TIMEOUT = _Plan("gateway_timeout")
+
+
 def _plan(policy: Cache, key: _Key, entry: CachedResponse | None, now: float) -> _Plan:
     """Decide from the request's directives and the stored entry's age (RFC 9111 section 4)."""
     request_cc = key.directives
     if entry is None:
-        return _Plan("gateway_timeout" if request_cc.only_if_cached else "miss")
+        return _GATEWAY_TIMEOUT if request_cc.only_if_cached else _MISS
     verdict = _verdict(policy, key, entry, now)
     if verdict.use is Use.FRESH:
         return _Plan("serve", entry, verdict)
@@ -531,13 +535,19 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     @staticmethod
     def _meta(
-        policy: Cache, key: _Key, response: httpx.Response, request_time: float, now: float
+        policy: Cache,
+        key: _Key,
+        response: httpx.Response,
+        request_time: float,
+        now: float | None = None,
     ) -> CachedResponse | None:
         """The entry to store for ``response``, or None when RFC 9111 forbids storing it."""
         if not policy.stale_if_error and _WORTH_STORING_HEADERS.isdisjoint(
             header_names(response.headers)
         ):
             return None  # what _worth_storing would say, without decoding a header
+        if now is None:
+            now = policy.clock.time()
         response_headers = response.headers.multi_items()
         reason = storable(
             key.method,
@@ -565,6 +575,13 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             response_time=now,
             method=key.method,
         )
+
+    def _miss(
+        self, response: httpx.Response, policy: Cache, key: _Key, request_time: float
+    ) -> CachedResponse | None:
+        """Mark ``response`` as from the origin; the entry to store for it, if any."""
+        response.extensions = {**response.extensions, CACHE_STATUS: "miss"}
+        return self._meta(policy, key, response, request_time)
 
     @staticmethod
     def _served(
@@ -655,7 +672,8 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             entry = None  # the body vanished: fetch
         if entry is not None:
             return self._revalidate(transport, request, policy, key, entry)
-        return self._fetch(transport, request, policy, key)
+        # a miss: the lookup's time stands for the request time (it was microseconds ago)
+        return self._store(transport.handle_request(request), policy, key, now)
 
     def _serve(
         self,
@@ -686,8 +704,7 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     def _store(
         self, response: httpx.Response, policy: Cache, key: _Key, request_time: float
     ) -> httpx.Response:
-        response.extensions = {**response.extensions, CACHE_STATUS: "miss"}
-        meta = self._meta(policy, key, response, request_time, policy.clock.time())
+        meta = self._miss(response, policy, key, request_time)
         if meta is None:
             return response
         try:
@@ -861,7 +878,12 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             entry = None
         if entry is not None:
             return await self._arevalidate(transport, request, policy, key, entry)
-        return await self._afetch(transport, request, policy, key)
+        # a miss: as in handle_request, without a coroutine when there is nothing to store
+        response = await transport.handle_async_request(request)
+        meta = self._miss(response, policy, key, now)
+        if meta is None:
+            return response
+        return await self._astore_meta(response, policy, key, meta)
 
     async def _aserve(
         self,
@@ -896,10 +918,14 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     async def _astore(
         self, response: httpx.Response, policy: Cache, key: _Key, request_time: float
     ) -> httpx.Response:
-        response.extensions = {**response.extensions, CACHE_STATUS: "miss"}
-        meta = self._meta(policy, key, response, request_time, policy.clock.time())
+        meta = self._miss(response, policy, key, request_time)
         if meta is None:
             return response
+        return await self._astore_meta(response, policy, key, meta)
+
+    async def _astore_meta(
+        self, response: httpx.Response, policy: Cache, key: _Key, meta: CachedResponse
+    ) -> httpx.Response:
         try:
             writer = await policy.storage.abegin(key.primary, meta)
             if _already_read(response):

@@ -165,7 +165,7 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         """Start a logical request; None when nothing about it will be logged."""
         previous = request.extensions.get(RECORD)
         inherited = previous if isinstance(previous, RequestRecord) else None
-        if sinks == _NO_SINKS and not _logging.library_logging_enabled():
+        if sinks == _NO_SINKS and log.library_quiet():
             if log.send_request_id:  # sending the id is behaviour, not logging: it still happens
                 self._request_id(request, log, inherited)
             return None
@@ -174,11 +174,34 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         request.extensions[RECORD] = record
         return record
 
+    @staticmethod
+    def _mark_quiet(request: httpx.Request, log: Log) -> object:
+        """Tell attempt layers with the same policy that this request logs nothing.
+
+        The request layer decided it (nothing enabled): the attempts below need not ask the
+        loggers again. Returns what was there before, for :meth:`_unmark_quiet`.
+        """
+        extensions = request.extensions
+        previous = extensions.get(RECORD)
+        extensions[RECORD] = log
+        return previous
+
+    @staticmethod
+    def _unmark_quiet(request: httpx.Request, log: Log, previous: object) -> None:
+        extensions = request.extensions
+        if extensions.get(RECORD) is log:
+            if previous is None:
+                del extensions[RECORD]
+            else:
+                extensions[RECORD] = previous
+
     def _begin_attempt(
         self, request: httpx.Request, log: Log
     ) -> tuple[RequestRecord | None, Sinks]:
         """Count one attempt on the request's record (made here when no layer above made one)."""
         record = request.extensions.get(RECORD)
+        if record is log:  # the request layer above, with this policy, found nothing to log
+            return None, _NO_SINKS
         if isinstance(record, RequestRecord):
             if record.open:  # a request-scope layer above is handling this request
                 record.attempts += 1
@@ -327,7 +350,11 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             sinks = log.sinks()
             record = self._open_request(request, log, sinks)
             if record is None:
-                return transport.handle_request(request)
+                previous = self._mark_quiet(request, log)
+                try:
+                    return transport.handle_request(request)
+                finally:
+                    self._unmark_quiet(request, log, previous)
             tokens = bind_contextvars(request_id=record.request_id)
         started = time.perf_counter()
         try:
@@ -368,7 +395,11 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             sinks = log.sinks()
             record = self._open_request(request, log, sinks)
             if record is None:
-                return await transport.handle_async_request(request)
+                previous = self._mark_quiet(request, log)
+                try:
+                    return await transport.handle_async_request(request)
+                finally:
+                    self._unmark_quiet(request, log, previous)
             tokens = bind_contextvars(request_id=record.request_id)
         started = time.perf_counter()
         try:
