@@ -427,3 +427,75 @@ def test_inherited_deadline_that_passed_stops_before_sending() -> None:
         with pytest.raises(rs.DeadlineExceeded, match=r"GET .*token=\[REDACTED\].*deadline"):
             client.send(request)
     assert sent == []
+
+
+class Stalling(httpx.AsyncBaseTransport):
+    """An async transport that ignores httpx's timeouts: it answers after ``delay`` seconds."""
+
+    def __init__(self, delay: float, error: BaseException | None = None) -> None:
+        self.delay = delay
+        self.error = error
+        self.calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        import anyio
+
+        self.calls += 1
+        await anyio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return httpx.Response(200)
+
+
+@pytest.mark.parametrize("scope", ["asyncio.timeout", "anyio"])
+@pytest.mark.anyio
+async def test_async_deadline_cuts_off_a_transport_that_ignores_timeouts(
+    scope: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under asyncio (asyncio.timeout) and elsewhere (an anyio scope) the deadline is enforced."""
+    from resilience._transports import retry
+
+    if scope == "anyio":
+        monkeypatch.setattr(retry, "_asyncio_timeout", None)
+    stalling = Stalling(delay=10.0)
+    transport = rs.RetryTransport(stalling, rs.Retry(deadline=0.3))
+    started = time.monotonic()
+    with pytest.raises(rs.DeadlineExceeded, match=r"GET .*token=\[REDACTED\].*cut off"):
+        await transport.handle_async_request(
+            httpx.Request("GET", "http://127.0.0.1:9/slow?token=t")
+        )
+    assert 0.25 <= time.monotonic() - started < 2.0
+    assert stalling.calls == 1
+
+
+@pytest.mark.anyio
+async def test_async_deadline_does_not_claim_the_transports_own_timeout_error() -> None:
+    """A builtin TimeoutError raised by the transport itself is not reported as the deadline."""
+    transport = rs.RetryTransport(
+        Stalling(delay=0.0, error=TimeoutError("the transport's own")), rs.Retry(deadline=30.0)
+    )
+    with pytest.raises(TimeoutError, match="the transport's own") as caught:
+        await transport.handle_async_request(httpx.Request("GET", "http://127.0.0.1:9/"))
+    assert not isinstance(caught.value, rs.DeadlineExceeded)
+
+
+@pytest.mark.anyio
+async def test_async_cancellation_from_outside_is_not_turned_into_a_deadline() -> None:
+    """Cancelling the caller while an attempt runs under the deadline cancels; nothing else."""
+    import anyio
+
+    stalling = Stalling(delay=10.0)
+    transport = rs.RetryTransport(stalling, rs.Retry(deadline=30.0))
+    outcome: list[str] = []
+
+    async def call() -> None:
+        try:
+            await transport.handle_async_request(httpx.Request("GET", "http://127.0.0.1:9/"))
+        except BaseException as exc:
+            outcome.append(type(exc).__name__)
+            raise
+
+    with anyio.move_on_after(0.1):
+        await call()
+    assert outcome == ["CancelledError"]
+    assert stalling.calls == 1
