@@ -45,6 +45,7 @@ from ._exceptions import CircuitOpenError, ResilienceError
 from ._forksafe import after_fork_in_child
 from ._keys import KeyFunc
 from ._log import EventLogger
+from ._repr import policy_repr
 from ._validate import check_instance, check_number, check_statuses
 
 if TYPE_CHECKING:
@@ -220,6 +221,8 @@ class CircuitBreaker:
         listeners: ``pybreaker.CircuitBreakerListener`` objects told of every state change.
         clock: where time is read.
     """
+
+    __repr__ = policy_repr
 
     fail_max: int = 5
     reset_timeout: float = 30.0

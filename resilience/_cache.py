@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._clock import SYSTEM_CLOCK, Clock
+from ._repr import policy_repr
 from ._validate import check_instance, check_methods, check_number
 
 __all__ = ["CREDENTIAL_HEADERS", "Cache"]
@@ -80,6 +81,8 @@ class Cache:
     Raises:
         ValueError, TypeError: a bad value, naming the field.
     """
+
+    __repr__ = policy_repr
 
     storage: Any = field(default_factory=_storage_default)
     methods: frozenset[str] = frozenset({"GET", "HEAD"})

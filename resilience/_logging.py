@@ -28,6 +28,7 @@ import structlog
 
 from . import _log
 from ._log import REDACTED, SECRET_QUERY_PARAMS, EventLogger
+from ._repr import policy_repr
 from ._validate import check_instance, check_number
 
 __all__ = [
@@ -125,6 +126,8 @@ class Redactions:
         >>> mine.is_secret_header("x-tenant-secret"), "otp" in mine.query_params
         (True, True)
     """
+
+    __repr__ = policy_repr
 
     headers: Set[str] = SECRET_HEADERS
     query_params: Set[str] = SECRET_QUERY_PARAMS

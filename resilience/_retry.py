@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from ._clock import SYSTEM_CLOCK, Clock
 from ._forksafe import after_fork_in_child
 from ._keys import KeyFunc
+from ._repr import policy_repr
 from ._retry_after import parse_retry_after, parse_should_retry
 from ._validate import check_instance, check_methods, check_number, check_statuses
 
@@ -340,6 +341,8 @@ class Retry:
             name).
         clock: where time is read and sleeps happen (tests pass a fake clock).
     """
+
+    __repr__ = policy_repr
 
     attempts: int = 4
     backoff: Backoff = Backoff()

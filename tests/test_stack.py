@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import anyio
@@ -49,6 +50,29 @@ def test_the_layers_are_built_in_the_documented_order() -> None:
     order = ["log (request)", "cache", "retry", "breaker", "rate_limit", "log (attempt)", "network"]
     positions = [text.index(name) for name in order]
     assert positions == sorted(positions)
+
+
+def test_the_shown_configuration_is_the_same_in_every_process() -> None:
+    """str(stack) lists every set sorted, so two processes with other hash seeds agree."""
+    import subprocess
+    import sys
+
+    code = "import resilience as rs; print(rs.Stack.default())"
+    shown = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(shown) == 1
+    [text] = shown
+    assert "statuses=frozenset({408, 429, 500, 502, 503, 504})" in text
+    assert "methods=frozenset({'GET', 'HEAD'})" in text
+    assert repr(rs.Retry(statuses=())).count("statuses=frozenset()") == 1
 
 
 def test_a_cache_hit_costs_no_token_and_no_breaker_slot(
