@@ -140,7 +140,7 @@ class Config:
     layer_calls: int  # per in-process transport-layer batch (sections 3, 4, 7, 8)
     sync_requests: int  # per sequential loopback batch (sections 5, 9)
     async_requests: int  # per concurrent loopback batch (sections 6, 10)
-    concurrency: int  # requests in flight in sections 6 and 10 (and the pool size)
+    concurrency: int  # requests in flight in sections 6, 10, 16 (and the pool size): README
     limiter_calls: int  # acquisitions per batch (section 12)
     accuracy_seconds: float  # length of each accuracy run (sections 11, 12)
     accuracy_tasks: int  # concurrent async callers in an accuracy run
@@ -156,7 +156,7 @@ FULL = Config(
     layer_calls=10000,
     sync_requests=2000,
     async_requests=2000,
-    concurrency=100,
+    concurrency=10,
     limiter_calls=10000,
     accuracy_seconds=5.0,
     accuracy_tasks=50,
@@ -171,7 +171,7 @@ QUICK = Config(
     layer_calls=3000,
     sync_requests=200,
     async_requests=300,
-    concurrency=100,
+    concurrency=10,
     limiter_calls=3000,
     accuracy_seconds=2.0,
     accuracy_tasks=50,
@@ -787,7 +787,14 @@ def bench_loopback_async(cfg: Config, url: str, section: Section | None = None) 
             VARIANTS,
             (OURS, PEER),
         )
-    limits = httpx.Limits(max_connections=cfg.concurrency, keepalive_expiry=KEEPALIVE_EXPIRY)
+    # Every connection may stay open: httpcore 1.0.9 counts *all* connections against
+    # max_keepalive_connections, so with more than that many open it closes each connection
+    # as soon as it falls idle, and the pool churns (the README's "Concurrency" note).
+    limits = httpx.Limits(
+        max_connections=cfg.concurrency,
+        max_keepalive_connections=cfg.concurrency,
+        keepalive_expiry=KEEPALIVE_EXPIRY,
+    )
 
     async def main(section: Section) -> Section:
         # The pool size is the inner transport's: a client ignores limits= when given a transport.
@@ -1293,6 +1300,9 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
+GROUPS = ("retry", "limits", "stack")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python bench/run.py",
@@ -1303,6 +1313,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--rounds", type=int, default=None, help="rounds per section (default: 5; --quick: 2)"
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=GROUPS,
+        help="run only this group of sections (repeatable; default: all): retry (1-6), "
+        "limits (7-12), stack (13-16)",
+    )
     args = parser.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -1349,6 +1366,10 @@ def run(args: argparse.Namespace) -> int:
     sections: dict[str, Section] = {}
     numbers = iter(range(1, 100))
 
+    def first_section(number: int) -> None:  # sections keep their numbers in a partial run
+        nonlocal numbers
+        numbers = iter(range(number, 100))
+
     def report(section: Section) -> None:
         sections[section.key] = section
         print(format_section(next(numbers), section, cfg.rounds), flush=True)
@@ -1363,48 +1384,61 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 server.stop()
 
-    report(bench_client_sync(cfg))
-    report(bench_client_async(cfg))
-    report(bench_layer_sync(cfg))
-    report(bench_layer_async(cfg))
-    serve(bench_loopback_sync, bench_loopback_async)
+    groups = set(args.only or GROUPS)
+    summaries: list[str] = []
+    document: dict[str, Any] = {"summary": {}}
+    if "retry" in groups:
+        first_section(1)
+        report(bench_client_sync(cfg))
+        report(bench_client_async(cfg))
+        report(bench_layer_sync(cfg))
+        report(bench_layer_async(cfg))
+        serve(bench_loopback_sync, bench_loopback_async)
+        summary, summary_data = summarize(sections)
+        summaries.append(summary)
+        document["summary"].update(summary_data)
 
-    # the rate-limit and breaker layers
-    report(bench_limit_layer_sync(cfg))
-    report(bench_limit_layer_async(cfg))
-    serve(bench_limit_loopback_sync, bench_limit_loopback_async)
-    accuracy = bench_accuracy(cfg)
-    print(format_accuracy(next(numbers), accuracy), flush=True)
-    print(flush=True)
-    ours = {LIM_OURS: accuracy[0], LIM_OURS_FIXED: accuracy[2]}
-    limiters, peers, occupancy = bench_limiters(cfg, ours)
-    sections[limiters.key] = limiters
-    number = next(numbers)
-    print(format_limiters(number, limiters, {**ours, **peers}, cfg.rounds), flush=True)
-    print(format_occupancy(occupancy, cfg.occupancy_calls), flush=True)
-    print(flush=True)
+    if "limits" in groups:  # the rate-limit and breaker layers
+        first_section(7)
+        report(bench_limit_layer_sync(cfg))
+        report(bench_limit_layer_async(cfg))
+        serve(bench_limit_loopback_sync, bench_limit_loopback_async)
+        accuracy = bench_accuracy(cfg)
+        print(format_accuracy(next(numbers), accuracy), flush=True)
+        print(flush=True)
+        ours = {LIM_OURS: accuracy[0], LIM_OURS_FIXED: accuracy[2]}
+        limiters, peers, occupancy = bench_limiters(cfg, ours)
+        sections[limiters.key] = limiters
+        number = next(numbers)
+        print(format_limiters(number, limiters, {**ours, **peers}, cfg.rounds), flush=True)
+        print(format_occupancy(occupancy, cfg.occupancy_calls), flush=True)
+        print(flush=True)
+        limit_summary, limit_data = summarize_limits(sections, accuracy, peers)
+        summaries.append(limit_summary)
+        document["summary"]["rate_limit"] = limit_data
+        document["accuracy"] = {r.name: r.to_json() for r in accuracy} | {
+            f"{name} (peer)": r.to_json() for name, r in peers.items() if name != LIM_OURS
+        }
+        document["moving_window_us_by_hits_held"] = occupancy
 
-    # the whole stack
-    report(bench_stack_client_sync(cfg))
-    report(bench_stack_client_async(cfg))
-    serve(bench_stack_loopback_sync, bench_stack_loopback_async)
+    if "stack" in groups:  # the whole stack
+        first_section(13)
+        report(bench_stack_client_sync(cfg))
+        report(bench_stack_client_async(cfg))
+        serve(bench_stack_loopback_sync, bench_stack_loopback_async)
+        stack_summary, stack_data = summarize_stack(sections)
+        summaries.append(stack_summary)
+        document["summary"]["stack"] = stack_data
 
-    summary, summary_data = summarize(sections)
-    limit_summary, limit_data = summarize_limits(sections, accuracy, peers)
-    stack_summary, stack_data = summarize_stack(sections)
     elapsed = time.perf_counter() - began
-    print(summary)
-    print(limit_summary)
-    print(stack_summary)
+    for summary in summaries:
+        print(summary)
     print(f"(took {elapsed:.1f} s)")
     if args.json:
         document = {
-            "meta": {**meta, "elapsed_seconds": elapsed},
+            "meta": {**meta, "elapsed_seconds": elapsed, "groups": sorted(groups)},
             "sections": {key: section.to_json() for key, section in sections.items()},
-            "accuracy": {r.name: r.to_json() for r in accuracy}
-            | {f"{name} (peer)": r.to_json() for name, r in peers.items() if name != LIM_OURS},
-            "moving_window_us_by_hits_held": occupancy,
-            "summary": {**summary_data, "rate_limit": limit_data, "stack": stack_data},
+            **document,
         }
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(document, out, indent=2)
