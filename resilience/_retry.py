@@ -200,9 +200,15 @@ class MemoryBudgetStorage:
     def deposit(self, key: str, now: float) -> None:
         """Record one request for ``key``."""
         second = int(now)
+        slot = second % self.window
         with self._lock:
+            counts = self._keys.get(key)
+            if counts is not None and counts[0][slot] == second:  # the common case, inline
+                self._keys.move_to_end(key)
+                counts[1][slot] += 1
+                return
             _, requests, _ = self._counts(key, second)
-            requests[second % self.window] += 1
+            requests[slot] += 1
 
     def withdraw(self, key: str, now: float, ratio: float, min_per_second: float) -> bool:
         """Record one retry for ``key`` if the budget allows it; return whether it did."""

@@ -139,3 +139,36 @@ def test_unbounded_timeout_is_always_capped() -> None:
     request = _request(httpx.Timeout(None))
     assert cap_timeouts(request, 600.0) == frozenset({"connect", "read", "write", "pool"})
     assert request.extensions["timeout"]["pool"] == 600.0
+
+
+_url_parts = st.text(alphabet="aZ0-._~%/?=&#:@+ é", max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    urls=st.lists(
+        st.tuples(
+            st.sampled_from(["http", "https"]),
+            st.sampled_from(["127.0.0.1", "localhost", "[::1]", "user:pw@127.0.0.1"]),
+            st.sampled_from(["", ":80", ":443", ":8080"]),
+            _url_parts,
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    method=st.sampled_from(["GET", "HEAD"]),
+)
+def test_remembered_primary_keys_are_those_of_the_url_string(
+    urls: list[tuple[str, str, str, str]], method: str
+) -> None:
+    """The memo by parsed URL parts gives what hashing ``str(url)`` gives, URL after URL."""
+    from resilience._transports.cache import _primary_key
+
+    policy = rs.Cache()
+    for scheme, host, port, rest in urls:
+        try:
+            url = httpx.URL(f"{scheme}://{host}{port}/{rest}")
+        except httpx.InvalidURL:
+            continue
+        for _ in range(2):  # the second time from the memo
+            assert _primary_key(policy, method, url) == policy.primary_key(method, str(url))

@@ -6,7 +6,7 @@ import httpx
 
 from .. import _exceptions
 from .._breaker import CircuitBreaker, Outcome, Ticket
-from ._httpx import CircuitOpenError, override, policy_key
+from ._httpx import OPTIONS, CircuitOpenError, override, policy_key
 
 __all__ = ["CircuitBreakerTransport"]
 
@@ -96,7 +96,8 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 f"CircuitBreakerTransport wraps an async transport ({transport!r}): "
                 "use it with httpx.AsyncClient"
             )
-        policy = self._policy(request)
+        # the policy, unless this request overrides it (inline: this runs on every request)
+        policy = self.breaker if OPTIONS not in request.extensions else self._policy(request)
         if policy is None:
             return transport.handle_request(request)
         key = self._key(request, policy)
@@ -119,7 +120,8 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 f"CircuitBreakerTransport wraps a sync transport ({transport!r}): "
                 "use it with httpx.Client"
             )
-        policy = self._policy(request)
+        # the policy, unless this request overrides it (inline: this runs on every request)
+        policy = self.breaker if OPTIONS not in request.extensions else self._policy(request)
         if policy is None:
             return await transport.handle_async_request(request)
         key = self._key(request, policy)

@@ -190,15 +190,19 @@ def _facts(policy: Cache, entry: CachedResponse) -> StoredFacts:
 _WIRE: OrderedDict[tuple[str, float], list[tuple[bytes, bytes]]] = OrderedDict()
 
 
-_PRIMARY: dict[tuple[str, str], str] = {}
+_PRIMARY: dict[tuple[str, object], str] = {}
 
 
-def _primary_key(policy: Cache, method: str, url: str) -> str:
-    """:meth:`Cache.primary_key` of a bodiless request, remembered for a few thousand URLs."""
-    memo = (method, url)
+def _primary_key(policy: Cache, method: str, url: httpx.URL) -> str:
+    """:meth:`Cache.primary_key` of a bodiless request, remembered for a few thousand URLs.
+
+    Remembered by the URL's parsed parts (httpx 0.28's ``_uri_reference``, a named tuple that
+    determines ``str(url)``), so a URL seen before is not even turned into a string.
+    """
+    memo = (method, url._uri_reference)
     found = _PRIMARY.get(memo)
     if found is None:
-        found = policy.primary_key(method, url)
+        found = policy.primary_key(method, str(url))
         if len(_PRIMARY) >= _FACTS_MAX:
             _PRIMARY.clear()  # cheap and bounded; the hashes are recomputed on demand
         _PRIMARY[memo] = found
@@ -517,15 +521,14 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         special = not _LOOKUP_HEADERS.isdisjoint(names)
         if special and not _BYPASS_BYTES.isdisjoint(names):
             return None
-        url = str(request.url)
         if method == "POST":
             try:
                 body = request.content
             except httpx.RequestNotRead:
                 return None  # a streamed body: never cached
-            primary = policy.primary_key(method, url, body)
+            primary = policy.primary_key(method, str(request.url), body)
         else:
-            primary = _primary_key(policy, method, url)
+            primary = _primary_key(policy, method, request.url)
         if not special and policy.credential_bytes.isdisjoint(names):
             # the common case: nothing but the URL decides; headers decoded only if needed
             return _Key(method, primary, "", None, _NO_DIRECTIVES, request.headers)
@@ -646,7 +649,8 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 f"CacheTransport wraps an async transport ({transport!r}): use it with "
                 "httpx.AsyncClient"
             )
-        policy = self._policy(request)
+        # the policy, unless this request overrides it (inline: this runs on every request)
+        policy = self.cache if OPTIONS not in request.extensions else self._policy(request)
         key = None if policy is None else self._key(request, policy)
         if policy is None or key is None:
             response = transport.handle_request(request)
@@ -850,7 +854,8 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             raise TypeError(
                 f"CacheTransport wraps a sync transport ({transport!r}): use it with httpx.Client"
             )
-        policy = self._policy(request)
+        # the policy, unless this request overrides it (inline: this runs on every request)
+        policy = self.cache if OPTIONS not in request.extensions else self._policy(request)
         key = None if policy is None else self._key(request, policy)
         if policy is None or key is None:
             response = await transport.handle_async_request(request)

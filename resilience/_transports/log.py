@@ -23,7 +23,7 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from .. import _logging
 from .._logging import Emit, Log
-from ._httpx import override
+from ._httpx import OPTIONS, override
 from .cache import CACHE_STATUS
 
 __all__ = ["RECORD", "LogTransport", "RequestRecord"]
@@ -338,7 +338,8 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 f"LogTransport wraps an async transport ({transport!r}): "
                 "use it with httpx.AsyncClient"
             )
-        log = self._policy(request)
+        # the policy, unless this request overrides it (inline: this runs on every request)
+        log = self.log if OPTIONS not in request.extensions else self._policy(request)
         if log is None:
             return transport.handle_request(request)
         if self.scope == "attempt":
@@ -383,7 +384,8 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             raise TypeError(
                 f"LogTransport wraps a sync transport ({transport!r}): use it with httpx.Client"
             )
-        log = self._policy(request)
+        # the policy, unless this request overrides it (inline: this runs on every request)
+        log = self.log if OPTIONS not in request.extensions else self._policy(request)
         if log is None:
             return await transport.handle_async_request(request)
         if self.scope == "attempt":

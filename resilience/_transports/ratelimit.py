@@ -9,7 +9,7 @@ import httpx
 from .._log import EventLogger
 from .._ratelimit import RateLimit, acquire, acquire_async
 from .._retry_after import parse_rate_limit_pause, parse_retry_after
-from ._httpx import RateLimitExceeded, override, policy_key, time_left
+from ._httpx import OPTIONS, RateLimitExceeded, override, policy_key, time_left
 
 __all__ = ["RateLimitTransport"]
 
@@ -100,7 +100,8 @@ class RateLimitTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 f"RateLimitTransport wraps an async transport ({transport!r}): "
                 "use it with httpx.AsyncClient"
             )
-        policy = self._policy(request)
+        # the policy, unless this request overrides it (inline: this runs on every request)
+        policy = self.rate_limit if OPTIONS not in request.extensions else self._policy(request)
         if policy is None:
             return transport.handle_request(request)
         key = self._key(request, policy)
@@ -116,7 +117,8 @@ class RateLimitTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 f"RateLimitTransport wraps a sync transport ({transport!r}): "
                 "use it with httpx.Client"
             )
-        policy = self._policy(request)
+        # the policy, unless this request overrides it (inline: this runs on every request)
+        policy = self.rate_limit if OPTIONS not in request.extensions else self._policy(request)
         if policy is None:
             return await transport.handle_async_request(request)
         key = self._key(request, policy)

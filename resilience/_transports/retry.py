@@ -99,14 +99,21 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     def _key(request: httpx.Request, policy: Retry) -> str:
         return policy_key(request, policy.key)
 
-    def _begin(self, request: httpx.Request, policy: Retry) -> tuple[float | None, bool]:
-        """Record the request in the budget and set its deadline; return (deadline, read_body)."""
+    def _begin(
+        self, request: httpx.Request, policy: Retry
+    ) -> tuple[float | None, bool, float | None]:
+        """Record the request in the budget and set its deadline.
+
+        Returns (deadline, read_body, now): ``now`` is the clock's reading when one was taken,
+        which the first attempt's :meth:`_cap` reuses.
+        """
         extensions = request.extensions
         deadline: float | None = extensions.get(DEADLINE)
+        now: float | None = None
         if policy.budget is not None or policy.deadline is not None:
             now = policy.clock.monotonic()
             if policy.budget is not None:
-                policy.budget.deposit(self._key(request, policy), now)
+                policy.budget.storage.deposit(policy_key(request, policy.key), now)
             if policy.deadline is not None and (
                 deadline is None or now + policy.deadline < deadline
             ):
@@ -114,14 +121,16 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         read_body = policy.read_body and (
             OPTIONS not in extensions or bool(options(request).get("read_body", True))
         )
-        return deadline, read_body
+        return deadline, read_body, now
 
     @staticmethod
-    def _cap(request: httpx.Request, policy: Retry, deadline: float | None) -> frozenset[str]:
+    def _cap(
+        request: httpx.Request, policy: Retry, deadline: float | None, now: float | None
+    ) -> frozenset[str]:
         """Cap the attempt's timeouts to the time left; refuse to start past the deadline."""
         if deadline is None:
             return _NOTHING_CAPPED
-        remaining = deadline - policy.clock.monotonic()
+        remaining = deadline - (policy.clock.monotonic() if now is None else now)
         if remaining <= 0:
             raise DeadlineExceeded(
                 f"{request.method} {redact_url(str(request.url))}: the deadline passed "
@@ -223,13 +232,15 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 f"RetryTransport wraps an async transport ({transport!r}): "
                 "use it with httpx.AsyncClient"
             )
-        policy = self._policy(request)
+        # the policy, unless this request overrides it (inline: this runs on every request)
+        policy = self.retry if OPTIONS not in request.extensions else self._policy(request)
         if policy is None:
             return transport.handle_request(request)
-        deadline, read_body = self._begin(request, policy)
+        deadline, read_body, now = self._begin(request, policy)
         call: RetryCall | None = None
         while True:
-            capped = self._cap(request, policy, deadline)
+            capped = self._cap(request, policy, deadline, now)
+            now = None  # later attempts read the clock afresh
             try:
                 response = transport.handle_request(request)
                 if read_body:
@@ -308,14 +319,16 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             raise TypeError(
                 f"RetryTransport wraps a sync transport ({transport!r}): use it with httpx.Client"
             )
-        policy = self._policy(request)
+        # the policy, unless this request overrides it (inline: this runs on every request)
+        policy = self.retry if OPTIONS not in request.extensions else self._policy(request)
         if policy is None:
             return await transport.handle_async_request(request)
-        deadline, read_body = self._begin(request, policy)
+        deadline, read_body, now = self._begin(request, policy)
         read_limit = policy.read_body_limit if read_body else None
         call: RetryCall | None = None
         while True:
-            capped = self._cap(request, policy, deadline)
+            capped = self._cap(request, policy, deadline, now)
+            now = None  # later attempts read the clock afresh
             try:
                 if deadline is None:
                     if read_limit is None:  # the common case: no extra coroutine
