@@ -377,7 +377,6 @@ class Log:
     body_limit: int = 1024
     _levelno: int = field(init=False, repr=False, compare=False, default=logging.INFO)
     _failure_levelno: int = field(init=False, repr=False, compare=False, default=logging.WARNING)
-    _sinks_say_all: bool = field(init=False, repr=False, compare=False, default=True)
 
     def __post_init__(self) -> None:
         logger = self.logger
@@ -394,13 +393,6 @@ class Log:
         object.__setattr__(self, "failure_level", _LEVEL_NAMES[failure_levelno])
         object.__setattr__(self, "_levelno", levelno)
         object.__setattr__(self, "_failure_levelno", failure_levelno)
-        # With the library's own loggers at INFO and WARNING, "no sink" already means "the
-        # library's loggers can emit nothing" (library_logging_enabled() is False).
-        object.__setattr__(
-            self,
-            "_sinks_say_all",
-            self.logger is None and (levelno, failure_levelno) == (logging.INFO, logging.WARNING),
-        )
         if logger is not None and type(logger) is not _LAZY_PROXY:  # a proxy resolves lazily
             for name in {"debug", _LEVEL_NAMES[levelno], _LEVEL_NAMES[failure_levelno]}:
                 if not callable(getattr(logger, name, None)):
@@ -456,7 +448,24 @@ class Log:
 
     def library_quiet(self) -> bool:
         """Given :meth:`sinks` found nothing to emit: whether the library's loggers are off too."""
-        return self._sinks_say_all or not library_logging_enabled()
+        return not library_logging_enabled()
+
+    def quiet(self) -> bool:
+        """``sinks() == (None, None) and library_quiet()``, asked on every request: inline.
+
+        With no logger of its own, this is what :func:`_stdlib_sink` says for both levels.
+        """
+        if self.logger is not None:
+            ok, failed = self.sinks()
+            return ok is None and failed is None and self.library_quiet()
+        stdlib = _events.stdlib
+        if stdlib.isEnabledFor(self._levelno):
+            return False
+        failure = self._failure_levelno
+        if stdlib.isEnabledFor(failure) and (failure < logging.WARNING or stdlib.hasHandlers()):
+            return False
+        # "resilience.http" may be quieter than the library's other loggers: ask them too
+        return not library_logging_enabled()
 
     def active(self) -> bool:
         """Whether any event of this policy's levels (success or failure) could be emitted."""

@@ -8,8 +8,10 @@ against the general rule it stands for, over generated inputs.
 
 from __future__ import annotations
 
+import logging
+
 import httpx
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import resilience as rs
@@ -172,3 +174,59 @@ def test_remembered_primary_keys_are_those_of_the_url_string(
             continue
         for _ in range(2):  # the second time from the memo
             assert _primary_key(policy, method, url) == policy.primary_key(method, str(url))
+
+
+@settings(max_examples=200, deadline=None)
+@example(  # "resilience.http" quieter than "resilience": retry and breaker events still go out
+    library_level=logging.INFO,
+    http_level=logging.ERROR,
+    handler=False,
+    level="info",
+    failure_level="warning",
+    user_logger=None,
+)
+@given(
+    library_level=st.sampled_from([logging.NOTSET, logging.DEBUG, logging.INFO, logging.WARNING]),
+    http_level=st.sampled_from([logging.NOTSET, logging.INFO, logging.ERROR]),
+    handler=st.booleans(),
+    level=st.sampled_from(["debug", "info", "warning", "error"]),
+    failure_level=st.sampled_from(["info", "warning", "error"]),
+    user_logger=st.sampled_from([None, logging.DEBUG, logging.WARNING, logging.CRITICAL]),
+)
+def test_quiet_is_what_the_sinks_and_the_library_loggers_say(
+    library_level: int,
+    http_level: int,
+    handler: bool,
+    level: str,
+    failure_level: str,
+    user_logger: int | None,
+) -> None:
+    """Log.quiet() (inline, per request) == no sink for either level and library loggers off."""
+    import structlog
+
+    from resilience._logging import library_logging_enabled
+
+    library, http = logging.getLogger("resilience"), logging.getLogger("resilience.http")
+    saved = library.level, http.level, list(library.handlers)
+    null = logging.NullHandler()
+    try:
+        library.setLevel(library_level)
+        http.setLevel(http_level)
+        if handler:
+            library.addHandler(null)
+        logger = (
+            None
+            if user_logger is None
+            else structlog.wrap_logger(
+                structlog.testing.CapturingLogger(),
+                wrapper_class=structlog.make_filtering_bound_logger(user_logger),
+            )
+        )
+        log = rs.Log(logger, level=level, failure_level=failure_level)
+        # the rule: nothing of this policy's can be emitted, and no library logger is on
+        rule = log.sinks() == (None, None) and not library_logging_enabled()
+        assert log.quiet() == rule
+    finally:
+        library.setLevel(saved[0])
+        http.setLevel(saved[1])
+        library.removeHandler(null)

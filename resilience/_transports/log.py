@@ -348,14 +348,16 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 return transport.handle_request(request)
             tokens = None
         else:
-            sinks = log.sinks()
-            record = self._open_request(request, log, sinks)
-            if record is None:
+            if log.quiet() and not log.send_request_id:  # the common case: nothing to do
                 previous = self._mark_quiet(request, log)
                 try:
                     return transport.handle_request(request)
                 finally:
                     self._unmark_quiet(request, log, previous)
+            sinks = log.sinks()
+            record = self._open_request(request, log, sinks)
+            if record is None:
+                return transport.handle_request(request)
             tokens = bind_contextvars(request_id=record.request_id)
         started = time.perf_counter()
         try:
@@ -394,14 +396,16 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 return await transport.handle_async_request(request)
             tokens = None
         else:
-            sinks = log.sinks()
-            record = self._open_request(request, log, sinks)
-            if record is None:
+            if log.quiet() and not log.send_request_id:  # the common case: nothing to do
                 previous = self._mark_quiet(request, log)
                 try:
                     return await transport.handle_async_request(request)
                 finally:
                     self._unmark_quiet(request, log, previous)
+            sinks = log.sinks()
+            record = self._open_request(request, log, sinks)
+            if record is None:
+                return await transport.handle_async_request(request)
             tokens = bind_contextvars(request_id=record.request_id)
         started = time.perf_counter()
         try:
