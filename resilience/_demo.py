@@ -511,7 +511,16 @@ def run_demo(
                 bars.stop()
     out.write(render(results) + "\n\n")
     out.write(_legend(sum(r.replays for r in results)))
+    if any(r.breaker_trips for r in results):
+        out.write(_BREAKER_OPENED)
     return 0
+
+
+_BREAKER_OPENED = (
+    "\nThe breaker opened: at this fault rate the stack fails requests at once rather than add "
+    "load to\na server that is failing, so it can answer fewer than bare httpx does. That is the "
+    "breaker's\npurpose; CircuitOpenError.retry_after tells an application when to try again.\n"
+)
 
 
 def _intro(url: str, calls: Sequence[Call], fault_rate: float, seed: int, concurrency: int) -> str:

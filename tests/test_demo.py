@@ -83,7 +83,8 @@ def test_demo_without_faults_is_the_same_for_both() -> None:
 
 def test_demo_breaker_trips_when_everything_fails() -> None:
     """At a fault rate of 1 the stack's breaker opens, and the table counts it."""
-    _, rows = demo(requests=12, fault_rate=1.0, seed=2, concurrency=4)
+    text, rows = demo(requests=12, fault_rate=1.0, seed=2, concurrency=4)
+    assert "The breaker opened" in text  # and the output says why that costs answers
     assert rows["sync, resilience"]["trips"] >= 1
     assert rows["async, resilience"]["trips"] >= 1
     assert rows["sync, bare httpx"]["trips"] == 0
