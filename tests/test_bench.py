@@ -58,3 +58,19 @@ def test_cache_bench_quick_run(tmp_path: Path) -> None:
     summary = json.loads(out.read_text())["summary"]
     assert summary["hit_speedup_vs_loopback"] > 1  # a hit skips the network: never slower
     assert set(summary["miss_us"]) == {"httpx", "resilience", "hishel", "hishel-rfc"}
+
+
+def test_layers_bench_quick_run() -> None:
+    """`bench/layers.py --quick` prints each layer's paired overhead, sync and async."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "layers.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    for section in ("[1] httpx.Client.get", "[2] httpx.AsyncClient.get"):
+        assert section in done.stdout
+    for variant in ("Stack.default()", "cache", "retry, no deadline", "breaker", "log"):
+        assert done.stdout.count(f"    {variant} ") == 2, variant
+    assert done.stdout.count("µs/req") >= 14  # an overhead figure for every layer, twice
