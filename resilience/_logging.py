@@ -446,18 +446,14 @@ class Log:
             logger = logger.bind()
         return _user_sink(logger, self._levelno), _user_sink(logger, self._failure_levelno)
 
-    def library_quiet(self) -> bool:
-        """Given :meth:`sinks` found nothing to emit: whether the library's loggers are off too."""
-        return not library_logging_enabled()
-
     def quiet(self) -> bool:
-        """``sinks() == (None, None) and library_quiet()``, asked on every request: inline.
+        """``sinks() == (None, None)`` and no library logger on, asked on every request: inline.
 
         With no logger of its own, this is what :func:`_stdlib_sink` says for both levels.
         """
         if self.logger is not None:
             ok, failed = self.sinks()
-            return ok is None and failed is None and self.library_quiet()
+            return ok is None and failed is None and not library_logging_enabled()
         stdlib = _events.stdlib
         if stdlib.isEnabledFor(self._levelno):
             return False

@@ -165,7 +165,7 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         """Start a logical request; None when nothing about it will be logged."""
         previous = request.extensions.get(RECORD)
         inherited = previous if isinstance(previous, RequestRecord) else None
-        if sinks == _NO_SINKS and log.library_quiet():
+        if sinks == _NO_SINKS and not _logging.library_logging_enabled():
             if log.send_request_id:  # sending the id is behaviour, not logging: it still happens
                 self._request_id(request, log, inherited)
             return None

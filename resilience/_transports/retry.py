@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -284,18 +284,12 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     async def _within(
         self,
-        transport: httpx.AsyncBaseTransport,
-        request: httpx.Request,
-        read_limit: int | None,
+        attempt: Awaitable[httpx.Response],
         remaining: float,
+        request: httpx.Request,
         policy: Retry,
     ) -> httpx.Response:
-        """One attempt, cut off with DeadlineExceeded once ``remaining`` seconds have passed."""
-        attempt = (
-            transport.handle_async_request(request)
-            if read_limit is None  # no extra coroutine in the common case
-            else self._attempt(transport, request, read_limit)
-        )
+        """Await ``attempt``, cut off with DeadlineExceeded once ``remaining`` seconds pass."""
         if _asyncio_timeout is not None and _on_asyncio_task():
             try:
                 async with _asyncio_timeout(remaining) as timeout:
@@ -329,18 +323,19 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         while True:
             capped = self._cap(request, policy, deadline, now)
             now = None  # later attempts read the clock afresh
+            attempt = (
+                transport.handle_async_request(request)
+                if read_limit is None  # the common case: no extra coroutine
+                else self._attempt(transport, request, read_limit)
+            )
             try:
                 if deadline is None:
-                    if read_limit is None:  # the common case: no extra coroutine
-                        response = await transport.handle_async_request(request)
-                    else:
-                        response = await self._attempt(transport, request, read_limit)
+                    response = await attempt
                 else:
                     # httpx's own timeouts are capped already; this also covers transports
                     # that ignore them, and headers trickling in slower than the read timeout.
-                    response = await self._within(
-                        transport, request, read_limit, deadline - policy.clock.monotonic(), policy
-                    )
+                    remaining = deadline - policy.clock.monotonic()
+                    response = await self._within(attempt, remaining, request, policy)
             except Exception as exc:
                 call, failed = self._after_failure(request, policy, call, deadline, exc, capped)
                 if not failed.retry:
