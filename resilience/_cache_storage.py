@@ -172,7 +172,12 @@ def _short(value: object) -> str:
     return text if len(text) <= 80 else f"{text[:77]}..."
 
 
+_HEX_DIGITS = "0123456789abcdef"
+
+
 def _check_key(key: object) -> None:
+    if type(key) is str and len(key) == 64 and not key.strip(_HEX_DIGITS):
+        return  # the common case, without the regular expression (a lookup on every request)
     if not isinstance(key, str) or _KEY.fullmatch(key) is None:
         raise ValueError(
             f"cache key must be a SHA-256 hex digest (64 lowercase hex digits), got {_short(key)}"
@@ -608,15 +613,18 @@ class MemoryCacheStorage(CacheStorage):
 
     def lookup(self, key: str) -> list[CachedResponse]:
         """Every variant stored under ``key``, newest first (marks them used)."""
-        with self._lock:
-            ids = self._keys.get(key)
-            if ids:  # stored keys were checked when stored
-                lru = self._lru
-                found = []
-                for entry_id in ids:
-                    lru.move_to_end((key, entry_id))
-                    found.append(lru[key, entry_id].meta)
-                return found
+        # A miss, the common case, needs no lock: one dict read is atomic, and an entry stored
+        # by another thread meanwhile is as missed as one stored a moment later.
+        if self._keys.get(key):
+            with self._lock:
+                ids = self._keys.get(key)
+                if ids:  # stored keys were checked when stored
+                    lru = self._lru
+                    found = []
+                    for entry_id in ids:
+                        lru.move_to_end((key, entry_id))
+                        found.append(lru[key, entry_id].meta)
+                    return found
         _check_key(key)
         return []
 

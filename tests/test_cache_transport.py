@@ -508,6 +508,7 @@ def test_concurrent_misses_on_one_key_leave_a_whole_entry(server: FaultServer) -
     policy = rs.Cache()
     barrier = threading.Barrier(10)
     errors: list[BaseException] = []
+    statuses: list[str | None] = []
 
     def miss() -> None:
         try:
@@ -515,6 +516,7 @@ def test_concurrent_misses_on_one_key_leave_a_whole_entry(server: FaultServer) -
                 barrier.wait()
                 response = c.get(f"{server.url}/race")
                 assert response.content == f"body {response.headers['x-n']} ".encode() * 5000
+                statuses.append(served(response))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -528,7 +530,9 @@ def test_concurrent_misses_on_one_key_leave_a_whole_entry(server: FaultServer) -
         hit = client.get(f"{server.url}/race")
     assert served(hit) == "hit"
     assert hit.content == f"body {hit.headers['x-n']} ".encode() * 5000
-    assert server.count("/race") == 10
+    # a thread scheduled late may find an entry already stored: then it did not reach the origin
+    assert len(statuses) == 10
+    assert server.count("/race") == statuses.count("miss") >= 1
 
 
 def test_useless_responses_are_not_stored(server: FaultServer, driver: Driver) -> None:

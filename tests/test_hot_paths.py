@@ -18,6 +18,7 @@ import resilience as rs
 from resilience._cache_rules import parse_cache_control, storable, vary_key
 from resilience._transports._httpx import cap_timeouts, header_names
 from resilience._transports.cache import _BYPASS_HEADERS, CacheTransport, _worth_storing
+from resilience.testing import FakeClock
 
 # names that matter to a lookup or to storing, and some that do not, in any letter case
 _REQUEST_NAMES = [
@@ -46,14 +47,24 @@ _request_headers = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(headers=_request_headers, method=st.sampled_from(["GET", "HEAD", "POST", "DELETE"]))
+@given(
+    headers=_request_headers,
+    method=st.sampled_from(["GET", "HEAD", "POST", "DELETE"]),
+    overridden=st.booleans(),
+)
 def test_lookup_key_matches_the_decoded_headers(
-    headers: list[tuple[str, str]], method: str
+    headers: list[tuple[str, str]], method: str, overridden: bool
 ) -> None:
-    """The key's credentials, directives and headers are those of the decoded request."""
-    policy = rs.Cache(methods=frozenset({"GET", "HEAD", "POST"}))
+    """The key's credentials, directives and headers are those of the decoded request.
+
+    Under the transport's own policy and under a per-request one (which has other credential
+    headers), since the transport keeps its own policy's shortcut names ready.
+    """
+    own = rs.Cache(methods=frozenset({"GET", "HEAD", "POST"}))
+    transport = CacheTransport(httpx.MockTransport(lambda r: httpx.Response(200)), own)
+    policy = own.replace(credential_headers=frozenset({"x-api-key"})) if overridden else own
     request = httpx.Request(method, "http://127.0.0.1/r?q=1", headers=headers, content=b"body")
-    key = CacheTransport._key(request, policy)
+    key = transport._key(request, policy)
     decoded = request.headers.multi_items()
     names = {name for name, _ in decoded}
     if method not in policy.methods or not names.isdisjoint(_BYPASS_HEADERS):
@@ -89,16 +100,19 @@ _response_headers = st.dictionaries(
     stale_if_error=st.sampled_from([0.0, 30.0]),
     heuristic=st.sampled_from([0.0, 0.1]),
 )
-def test_meta_shortcut_only_skips_responses_never_worth_storing(
+def test_miss_shortcut_only_skips_responses_never_worth_storing(
     headers: list[tuple[str, str]], status: int, stale_if_error: float, heuristic: float
 ) -> None:
-    """What ``_meta`` skips unparsed, the full rule (``_worth_storing``) would skip too."""
-    policy = rs.Cache(stale_if_error=stale_if_error, heuristic_fraction=heuristic)
+    """What ``_miss`` skips unparsed, the full rule (``_worth_storing``) would skip too."""
+    clock = FakeClock(wall=1_767_225_600.0)
+    policy = rs.Cache(stale_if_error=stale_if_error, heuristic_fraction=heuristic, clock=clock)
+    transport = CacheTransport(httpx.MockTransport(lambda r: httpx.Response(200)), policy)
     request = httpx.Request("GET", "http://127.0.0.1/r")
-    key = CacheTransport._key(request, policy)
+    key = transport._key(request, policy)
     assert key is not None
     response = httpx.Response(status, headers=headers, content=b"ok", request=request)
-    meta = CacheTransport._meta(policy, key, response, 1_767_225_600.0, 1_767_225_600.0)
+    meta = transport._miss(response, policy, key, 1_767_225_600.0)
+    assert response.extensions["resilience.cache"] == "miss"
     decoded = response.headers.multi_items()
     expected = (
         storable("GET", status, [], decoded) is None

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import formatdate
+from operator import itemgetter
 from typing import Any
 
 import httpx
@@ -75,6 +76,8 @@ _NO_DIRECTIVES = CacheControl()
 _LOOKUP_HEADERS = frozenset(name.encode() for name in (*_BYPASS_HEADERS, "cache-control", "pragma"))
 # Response headers without which a response is never worth storing (see _worth_storing).
 _WORTH_STORING_HEADERS = frozenset({b"cache-control", b"expires", b"etag", b"last-modified"})
+# An item of httpx 0.28's ``Headers._list`` -> its name in lower case, as bytes (no decoding).
+_LOWERED = itemgetter(1)
 
 # RFC 5861 section 4: the statuses that count as an error for stale-if-error.
 _ERROR_STATUSES = frozenset({500, 502, 503, 504})
@@ -476,6 +479,7 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             raise TypeError(f"CacheTransport.cache must be a Cache, got {cache!r}")
         self.transport = transport
         self.cache = cache
+        self._special_names = _LOOKUP_HEADERS | cache.credential_bytes
         self._refreshing: set[str] = set()
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -511,13 +515,23 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             f"got {policy!r}"
         )
 
-    @staticmethod
-    def _key(request: httpx.Request, policy: Cache) -> _Key | None:
+    def _special(self, policy: Cache) -> frozenset[bytes]:
+        """The request headers that take a lookup off the common path under ``policy``."""
+        if policy is self.cache:
+            return self._special_names
+        return _LOOKUP_HEADERS | policy.credential_bytes
+
+    def _key(self, request: httpx.Request, policy: Cache) -> _Key | None:
         """The lookup key, or None when this request is not served from the cache."""
         method = request.method
         if method not in policy.methods:
             return None
-        names = header_names(request.headers)
+        raw = request.headers
+        if method != "POST" and self._special(policy).isdisjoint(map(_LOWERED, raw._list)):
+            # the common case: nothing but the URL decides; headers decoded only if needed
+            primary = _primary_key(policy, method, request.url)
+            return _Key(method, primary, "", None, _NO_DIRECTIVES, raw)
+        names = header_names(raw)
         special = not _LOOKUP_HEADERS.isdisjoint(names)
         if special and not _BYPASS_BYTES.isdisjoint(names):
             return None
@@ -530,9 +544,8 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         else:
             primary = _primary_key(policy, method, request.url)
         if not special and policy.credential_bytes.isdisjoint(names):
-            # the common case: nothing but the URL decides; headers decoded only if needed
-            return _Key(method, primary, "", None, _NO_DIRECTIVES, request.headers)
-        headers = request.headers.multi_items()
+            return _Key(method, primary, "", None, _NO_DIRECTIVES, raw)  # a plain POST
+        headers = raw.multi_items()
         directives = parse_cache_control(headers) if b"cache-control" in names else _NO_DIRECTIVES
         return _Key(method, primary, policy.credentials(headers), headers, directives)
 
@@ -545,10 +558,6 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         now: float | None = None,
     ) -> CachedResponse | None:
         """The entry to store for ``response``, or None when RFC 9111 forbids storing it."""
-        if not policy.stale_if_error and _WORTH_STORING_HEADERS.isdisjoint(
-            header_names(response.headers)
-        ):
-            return None  # what _worth_storing would say, without decoding a header
         if now is None:
             now = policy.clock.time()
         response_headers = response.headers.multi_items()
@@ -584,6 +593,10 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     ) -> CachedResponse | None:
         """Mark ``response`` as from the origin; the entry to store for it, if any."""
         response.extensions = {**response.extensions, CACHE_STATUS: "miss"}
+        if not policy.stale_if_error and _WORTH_STORING_HEADERS.isdisjoint(
+            map(_LOWERED, response.headers._list)
+        ):
+            return None  # what _worth_storing would say, without decoding a header
         return self._meta(policy, key, response, request_time)
 
     @staticmethod
@@ -660,10 +673,14 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         storage: CacheStorage = policy.storage
         now = policy.clock.time()
         try:
-            entry = _select(storage.lookup(key.primary), key)
+            entries = storage.lookup(key.primary)
         except Exception as exc:
             self._storage_error("lookup", exc)
-            entry = None
+            entries = []
+        if not entries and not key.directives.only_if_cached:
+            # the common miss, without planning: the lookup's time stands for the request time
+            return self._store(transport.handle_request(request), policy, key, now)
+        entry = _select(entries, key)
         plan = _plan(policy, key, entry, now)
         if plan.use == "gateway_timeout":
             return _gateway_timeout(request)
@@ -865,11 +882,15 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         storage: CacheStorage = policy.storage
         now = policy.clock.time()
         try:
-            entry = _select(await storage.alookup(key.primary), key)
+            entries = await storage.alookup(key.primary)
         except Exception as exc:
             self._storage_error("lookup", exc)
-            entry = None
-        plan = _plan(policy, key, entry, now)
+            entries = []
+        if entries or key.directives.only_if_cached:
+            entry = _select(entries, key)
+            plan = _plan(policy, key, entry, now)
+        else:
+            entry, plan = None, _MISS  # the common miss, without planning
         if plan.use == "gateway_timeout":
             return _gateway_timeout(request)
         if plan.entry is not None and plan.use in ("serve", "stale", "swr"):
