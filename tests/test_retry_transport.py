@@ -447,16 +447,16 @@ class Stalling(httpx.AsyncBaseTransport):
         return httpx.Response(200)
 
 
-@pytest.mark.parametrize("scope", ["asyncio.timeout", "anyio"])
+@pytest.mark.parametrize("scope", ["watch", "anyio"])
 @pytest.mark.anyio
 async def test_async_deadline_cuts_off_a_transport_that_ignores_timeouts(
     scope: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under asyncio (asyncio.timeout) and elsewhere (an anyio scope) the deadline is enforced."""
+    """Under asyncio (the loop's deadline watch) and elsewhere (an anyio scope) it is enforced."""
     from resilience._transports import retry
 
     if scope == "anyio":
-        monkeypatch.setattr(retry, "_asyncio_timeout", None)
+        monkeypatch.setattr(retry, "_watched", False)
     stalling = Stalling(delay=10.0)
     transport = rs.RetryTransport(stalling, rs.Retry(deadline=0.3))
     started = time.monotonic()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import anyio
@@ -11,6 +11,7 @@ import httpx
 
 from .._log import EventLogger, redact_url
 from .._retry import Decision, Retry, RetryCall, Verdict
+from ._deadlines import arm
 from ._httpx import (
     DEADLINE,
     OPTIONS,
@@ -32,17 +33,18 @@ __all__ = ["RetryTransport"]
 
 _events = EventLogger("resilience.retry")
 _NOTHING_CAPPED: frozenset[str] = frozenset()
-# Under asyncio, asyncio.timeout (3.11+) cuts an attempt off at the deadline for about half the
-# cost of an anyio cancel scope; anyio serves trio (and Python 3.10).
-_asyncio_timeout: Callable[[float], Any] | None = getattr(asyncio, "timeout", None)
+# Under asyncio on 3.11+ (Task.uncancel), one timer per event loop cuts attempts off at their
+# deadlines (_deadlines.watch: a set insertion per attempt, where asyncio.timeout costs a timer
+# handle and about 5 µs); an anyio cancel scope serves trio and Python 3.10.
+_watched = hasattr(asyncio.Task, "uncancel")
 
 
-def _on_asyncio_task() -> bool:
-    """Whether the running code is an asyncio task (not trio, not a loop-less thread)."""
+def _asyncio_task() -> asyncio.Task[Any] | None:
+    """The running asyncio task; None under trio or outside any task."""
     try:
-        return asyncio.current_task() is not None
+        return asyncio.current_task()
     except RuntimeError:  # no running asyncio loop: trio
-        return False
+        return None
 
 
 class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
@@ -158,11 +160,6 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             replayable=replayable(request),
         )
 
-    @staticmethod
-    def _wants_look(policy: Retry, response: httpx.Response) -> bool:
-        status = response.status_code
-        return status in policy.statuses or (status >= 400 and "x-should-retry" in response.headers)
-
     def _decide(
         self,
         request: httpx.Request,
@@ -206,16 +203,11 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         call: RetryCall | None,
         deadline: float | None,
         response: httpx.Response,
-    ) -> tuple[RetryCall | None, Decision | None]:
-        """Retry or stop after a response; no decision at all for the common case of success."""
-        status = response.status_code
-        if status not in policy.statuses and (
-            status < 400 or "x-should-retry" not in response.headers
-        ):
-            return call, None
+    ) -> tuple[RetryCall, Decision]:
+        """Retry or stop after a response with a retryable status or ``x-should-retry``."""
         verdict = policy.classify_response(
             request.method,
-            status,
+            response.status_code,
             response.headers,
             keyed=policy.idempotency_header in request.headers,
             replayable=replayable(request),
@@ -255,8 +247,13 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                     raise
                 policy.clock.sleep(failed.delay)
                 continue
+            status = response.status_code
+            if status not in policy.statuses and (
+                status < 400 or "x-should-retry" not in response.headers
+            ):
+                return response  # the common case, inline: a response not worth a decision
             call, decision = self._after_response(request, policy, call, deadline, response)
-            if decision is None or not decision.retry:
+            if not decision.retry:
                 return response
             close_quietly(response)
             policy.clock.sleep(decision.delay)
@@ -282,6 +279,14 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 raise
         return response
 
+    @staticmethod
+    def _cut_off(request: httpx.Request, policy: Retry) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"{request.method} {redact_url(str(request.url))}: cut off by the deadline",
+            request=request,
+            deadline=policy.deadline,
+        )
+
     async def _within(
         self,
         attempt: Awaitable[httpx.Response],
@@ -289,23 +294,10 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         request: httpx.Request,
         policy: Retry,
     ) -> httpx.Response:
-        """Await ``attempt``, cut off with DeadlineExceeded once ``remaining`` seconds pass."""
-        if _asyncio_timeout is not None and _on_asyncio_task():
-            try:
-                async with _asyncio_timeout(remaining) as timeout:
-                    return await attempt
-            except TimeoutError:
-                if not timeout.expired():  # the transport's own TimeoutError: not the deadline's
-                    raise
-        else:
-            # Leaving this block without returning means the scope cut the attempt off.
-            with anyio.move_on_after(remaining):
-                return await attempt
-        raise DeadlineExceeded(
-            f"{request.method} {redact_url(str(request.url))}: cut off by the deadline",
-            request=request,
-            deadline=policy.deadline,
-        )
+        """Await ``attempt`` in an anyio scope cut off ``remaining`` seconds from now."""
+        with anyio.move_on_after(remaining):
+            return await attempt
+        raise self._cut_off(request, policy)  # leaving the block without returning: cut off
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         transport = self.transport
@@ -319,6 +311,10 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             return await transport.handle_async_request(request)
         deadline, read_body, now = self._begin(request, policy)
         read_limit = policy.read_body_limit if read_body else None
+        # httpx's own timeouts are capped to the deadline already; cutting the attempt off as
+        # well covers transports that ignore them, and headers trickling in slower than the
+        # read timeout. asyncio tasks use the loop's deadline watch, the rest an anyio scope.
+        task = _asyncio_task() if _watched and deadline is not None else None
         call: RetryCall | None = None
         while True:
             capped = self._cap(request, policy, deadline, now)
@@ -331,9 +327,17 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             try:
                 if deadline is None:
                     response = await attempt
+                elif task is not None:  # inline: this runs on every request
+                    guard = arm(task, deadline - policy.clock.monotonic())
+                    try:
+                        response = await attempt
+                    except asyncio.CancelledError:
+                        if not guard.claim():
+                            raise  # a cancellation from outside: it wins
+                        raise self._cut_off(request, policy) from None
+                    finally:
+                        guard.disarm()
                 else:
-                    # httpx's own timeouts are capped already; this also covers transports
-                    # that ignore them, and headers trickling in slower than the read timeout.
                     remaining = deadline - policy.clock.monotonic()
                     response = await self._within(attempt, remaining, request, policy)
             except Exception as exc:
@@ -342,8 +346,13 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                     raise
                 await policy.clock.asleep(failed.delay)
                 continue
+            status = response.status_code
+            if status not in policy.statuses and (
+                status < 400 or "x-should-retry" not in response.headers
+            ):
+                return response  # the common case, inline: a response not worth a decision
             call, decision = self._after_response(request, policy, call, deadline, response)
-            if decision is None or not decision.retry:
+            if not decision.retry:
                 return response
             await aclose_quietly(response)
             await policy.clock.asleep(decision.delay)
