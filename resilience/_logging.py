@@ -454,14 +454,25 @@ class Log:
         if self.logger is not None:
             ok, failed = self.sinks()
             return ok is None and failed is None and not library_logging_enabled()
+        # _stdlib_sink(level), _stdlib_sink(failure_level) and library_logging_enabled() (the
+        # library's other loggers may be louder than "resilience.http"), with each logger's
+        # handlers looked up at most once
         stdlib = _events.stdlib
-        if stdlib.isEnabledFor(self._levelno):
+        if stdlib.isEnabledFor(self._levelno) or _LIBRARY.isEnabledFor(logging.INFO):
             return False
         failure = self._failure_levelno
-        if stdlib.isEnabledFor(failure) and (failure < logging.WARNING or stdlib.hasHandlers()):
+        failure_on = stdlib.isEnabledFor(failure)
+        if failure_on and failure < logging.WARNING:
             return False
-        # "resilience.http" may be quieter than the library's other loggers: ask them too
-        return not library_logging_enabled()
+        library_warning = _LIBRARY.isEnabledFor(logging.WARNING)
+        if not (failure_on or library_warning):
+            return True
+        # from here on an event is emitted only where a handler is configured
+        if stdlib.hasHandlers():
+            return not failure_on and not (library_warning and _LIBRARY.hasHandlers())
+        if stdlib.propagate and stdlib.parent is _LIBRARY:
+            return True  # the library's handlers were part of the search that found none
+        return not (library_warning and _LIBRARY.hasHandlers())
 
     def active(self) -> bool:
         """Whether any event of this policy's levels (success or failure) could be emitted."""

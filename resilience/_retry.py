@@ -201,7 +201,9 @@ class MemoryBudgetStorage:
         """Record one request for ``key``."""
         second = int(now)
         slot = second % self.window
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: this runs on every request, and ``with`` costs twice as much
+        try:
             counts = self._keys.get(key)
             if counts is not None and counts[0][slot] == second:  # the common case, inline
                 self._keys.move_to_end(key)
@@ -209,6 +211,8 @@ class MemoryBudgetStorage:
                 return
             _, requests, _ = self._counts(key, second)
             requests[slot] += 1
+        finally:
+            lock.release()
 
     def withdraw(self, key: str, now: float, ratio: float, min_per_second: float) -> bool:
         """Record one retry for ``key`` if the budget allows it; return whether it did."""

@@ -194,7 +194,8 @@ def test_remembered_primary_keys_are_those_of_the_url_string(
 @example(  # "resilience.http" quieter than "resilience": retry and breaker events still go out
     library_level=logging.INFO,
     http_level=logging.ERROR,
-    handler=False,
+    handler=None,
+    propagate=True,
     level="info",
     failure_level="warning",
     user_logger=None,
@@ -202,7 +203,8 @@ def test_remembered_primary_keys_are_those_of_the_url_string(
 @given(
     library_level=st.sampled_from([logging.NOTSET, logging.DEBUG, logging.INFO, logging.WARNING]),
     http_level=st.sampled_from([logging.NOTSET, logging.INFO, logging.ERROR]),
-    handler=st.booleans(),
+    handler=st.sampled_from([None, "resilience", "resilience.http"]),
+    propagate=st.booleans(),
     level=st.sampled_from(["debug", "info", "warning", "error"]),
     failure_level=st.sampled_from(["info", "warning", "error"]),
     user_logger=st.sampled_from([None, logging.DEBUG, logging.WARNING, logging.CRITICAL]),
@@ -210,7 +212,8 @@ def test_remembered_primary_keys_are_those_of_the_url_string(
 def test_quiet_is_what_the_sinks_and_the_library_loggers_say(
     library_level: int,
     http_level: int,
-    handler: bool,
+    handler: str | None,
+    propagate: bool,
     level: str,
     failure_level: str,
     user_logger: int | None,
@@ -221,13 +224,14 @@ def test_quiet_is_what_the_sinks_and_the_library_loggers_say(
     from resilience._logging import library_logging_enabled
 
     library, http = logging.getLogger("resilience"), logging.getLogger("resilience.http")
-    saved = library.level, http.level, list(library.handlers)
+    saved = library.level, http.level
     null = logging.NullHandler()
     try:
         library.setLevel(library_level)
         http.setLevel(http_level)
-        if handler:
-            library.addHandler(null)
+        http.propagate = propagate
+        if handler is not None:
+            logging.getLogger(handler).addHandler(null)
         logger = (
             None
             if user_logger is None
@@ -243,4 +247,6 @@ def test_quiet_is_what_the_sinks_and_the_library_loggers_say(
     finally:
         library.setLevel(saved[0])
         http.setLevel(saved[1])
+        http.propagate = True
         library.removeHandler(null)
+        http.removeHandler(null)

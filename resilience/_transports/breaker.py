@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from .. import _exceptions
-from .._breaker import CircuitBreaker, Outcome, Ticket
+from .._breaker import CircuitBreaker, Outcome
 from ._httpx import OPTIONS, CircuitOpenError, override, policy_key
 
 __all__ = ["CircuitBreakerTransport"]
@@ -53,18 +53,9 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return override(request, "breaker", self.breaker, CircuitBreaker)
 
     @staticmethod
-    def _key(request: httpx.Request, policy: CircuitBreaker) -> str:
-        return policy_key(request, policy.key)
-
-    @staticmethod
-    def _admit(policy: CircuitBreaker, key: str, request: httpx.Request) -> Ticket:
-        """``policy.admit``; a refusal becomes our httpx-flavoured :class:`CircuitOpenError`."""
-        try:
-            return policy.admit(key)
-        except _exceptions.CircuitOpenError as exc:
-            raise CircuitOpenError(
-                str(exc), retry_after=exc.retry_after, key=exc.key, request=request
-            ) from None
+    def _refused(exc: _exceptions.CircuitOpenError, request: httpx.Request) -> CircuitOpenError:
+        """``policy.admit``'s refusal as our httpx-flavoured :class:`CircuitOpenError`."""
+        return CircuitOpenError(str(exc), retry_after=exc.retry_after, key=exc.key, request=request)
 
     @staticmethod
     def _response_outcome(policy: CircuitBreaker, response: httpx.Response) -> Outcome:
@@ -100,8 +91,11 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         policy = self.breaker if OPTIONS not in request.extensions else self._policy(request)
         if policy is None:
             return transport.handle_request(request)
-        key = self._key(request, policy)
-        ticket = self._admit(policy, key, request)
+        key = policy_key(request, policy.key)
+        try:
+            ticket = policy.admit(key)
+        except _exceptions.CircuitOpenError as exc:
+            raise self._refused(exc, request) from None
         outcome = Outcome.NEUTRAL
         try:
             response = transport.handle_request(request)
@@ -124,8 +118,11 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         policy = self.breaker if OPTIONS not in request.extensions else self._policy(request)
         if policy is None:
             return await transport.handle_async_request(request)
-        key = self._key(request, policy)
-        ticket = self._admit(policy, key, request)
+        key = policy_key(request, policy.key)
+        try:
+            ticket = policy.admit(key)
+        except _exceptions.CircuitOpenError as exc:
+            raise self._refused(exc, request) from None
         outcome = Outcome.NEUTRAL
         try:
             response = await transport.handle_async_request(request)

@@ -175,20 +175,13 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return record
 
     @staticmethod
-    def _mark_quiet(request: httpx.Request, log: Log) -> object:
-        """Tell attempt layers with the same policy that this request logs nothing.
+    def _unmark_quiet(extensions: dict[str, Any], log: Log, previous: object) -> None:
+        """Undo the request layer's quiet mark, putting back what was there before.
 
-        The request layer decided it (nothing enabled): the attempts below need not ask the
-        loggers again. Returns what was there before, for :meth:`_unmark_quiet`.
+        When the request layer finds nothing enabled, it sets ``extensions[RECORD]`` to its
+        policy (inline, on every request), so attempt layers with the same policy need not ask
+        the loggers again.
         """
-        extensions = request.extensions
-        previous = extensions.get(RECORD)
-        extensions[RECORD] = log
-        return previous
-
-    @staticmethod
-    def _unmark_quiet(request: httpx.Request, log: Log, previous: object) -> None:
-        extensions = request.extensions
         if extensions.get(RECORD) is log:
             if previous is None:
                 del extensions[RECORD]
@@ -349,11 +342,14 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             tokens = None
         else:
             if log.quiet() and not log.send_request_id:  # the common case: nothing to do
-                previous = self._mark_quiet(request, log)
+                # tell attempt layers with this policy that nothing is logged (see _unmark_quiet)
+                extensions = request.extensions
+                previous = extensions.get(RECORD)
+                extensions[RECORD] = log
                 try:
                     return transport.handle_request(request)
                 finally:
-                    self._unmark_quiet(request, log, previous)
+                    self._unmark_quiet(extensions, log, previous)
             sinks = log.sinks()
             record = self._open_request(request, log, sinks)
             if record is None:
@@ -397,11 +393,13 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             tokens = None
         else:
             if log.quiet() and not log.send_request_id:  # the common case: nothing to do
-                previous = self._mark_quiet(request, log)
+                extensions = request.extensions  # marked quiet inline, as in handle_request
+                previous = extensions.get(RECORD)
+                extensions[RECORD] = log
                 try:
                     return await transport.handle_async_request(request)
                 finally:
-                    self._unmark_quiet(request, log, previous)
+                    self._unmark_quiet(extensions, log, previous)
             sinks = log.sinks()
             record = self._open_request(request, log, sinks)
             if record is None:
