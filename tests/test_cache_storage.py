@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 
 import resilience as rs
 from resilience._cache_storage import (
+    _CHECKED_KEYS,
+    _CHECKED_MAX,
     CHUNK_SIZE,
     MAX_VARIANTS,
     AsyncCacheWriter,
@@ -31,6 +33,7 @@ from resilience._cache_storage import (
     CacheWriter,
     FileCacheStorage,
     MemoryCacheStorage,
+    _check_key,
     _decode,
     _encode,
 )
@@ -823,6 +826,27 @@ def test_bad_keys_are_refused(storage: CacheStorage, bad: Any) -> None:
         with pytest.raises(ValueError, match="cache key") as info:
             call()
         assert repr(bad)[:20] in str(info.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.one_of(
+        st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+        st.text(alphabet="0123456789abcdefABCDEFg\n", min_size=62, max_size=66),
+        st.text(alphabet="0123456789abcdef", min_size=64, max_size=64).map(lambda k: k + "\n"),
+    )
+)
+def test_key_check_memo_agrees_with_the_rule(key: str) -> None:
+    """A key checked before is accepted from the memo; the memo never admits a bad key."""
+    valid = len(key) == 64 and all(c in "0123456789abcdef" for c in key)
+    for _ in range(2):  # the second time from the memo, when the first one passed
+        if valid:
+            _check_key(key)
+        else:
+            with pytest.raises(ValueError, match="cache key"):
+                _check_key(key)
+    assert (key in _CHECKED_KEYS) == valid
+    assert len(_CHECKED_KEYS) <= _CHECKED_MAX
 
 
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "0" * 15, ID.upper(), ID + "/", 7])
