@@ -31,8 +31,9 @@ Sections 7 to 12 measure the rate-limit and breaker layers (``RateLimitTransport
     the limit never binds, next to each one's accuracy at ``"20/second"``.
 
 Variants are interleaved within every round (the starting variant rotates from one pass to the
-next), a warm-up batch of each runs first, and the median over the samples is reported. Only
-127.0.0.1 is ever contacted.
+next), a warm-up batch of each runs first, and the median over the samples is reported. In the
+sequential loopback sections the variants take turns request by request within each pass, so
+slow drift of the machine cancels out of the per-pass ratios. Only 127.0.0.1 is ever contacted.
 """
 
 from __future__ import annotations
@@ -209,6 +210,7 @@ class Section:
     baseline: str = BARE  # what the cost column divides by
     versus: tuple[str, str] | None = (OURS, PEER)  # the pair compared on the last line
     items: str | None = None  # what a batch counts, when not "calls" or "requests"
+    alternating: bool = False  # each pass's requests alternate between the variants one by one
 
     @property
     def item(self) -> str:
@@ -273,6 +275,7 @@ class Section:
             "batch_counts": self.item,
             "warmup": self.warmup,
             "repeats_per_round": self.repeats,
+            "requests_alternate_between_variants": self.alternating,
             "baseline": self.baseline,
             "samples": self.samples,
             "median": {v: self.median(v) for v in variants},
@@ -329,6 +332,40 @@ def interleave(section: Section, rounds: int, runners: dict[str, SyncRunner]) ->
     for order in _orders(section.variants, rounds * section.repeats):
         for variant in order:
             section.samples[variant].append(runners[variant](section.batch))
+    return section
+
+
+def alternate(section: Section, rounds: int, calls: dict[str, Callable[[], int]]) -> Section:
+    """Like :func:`interleave`, but within a pass the variants take turns request by request.
+
+    Each request is timed on its own and a variant's sample is its requests' total time, so
+    neighbouring requests of every variant share the machine's state of the moment: slow drift
+    (frequency, other tenants) cancels out of the per-pass ratios instead of landing on
+    whichever variant's batch it hit. ``calls[v]()`` sends one request and returns its status.
+    """
+    for variant in section.variants:
+        for _ in range(section.warmup):
+            calls[variant]()
+    section.samples = {variant: [] for variant in section.variants}
+    clock = time.perf_counter_ns
+    for order in _orders(section.variants, rounds * section.repeats):
+        turns = [(variant, calls[variant]) for variant in order]
+        spent = dict.fromkeys(order, 0)
+        failed = dict.fromkeys(order, 0)
+        with quiet_gc():
+            for _ in range(section.batch):
+                for variant, call in turns:
+                    start = clock()
+                    status = call()
+                    spent[variant] += clock() - start
+                    if status != 200:
+                        failed[variant] += 1
+        for variant in order:
+            if failed[variant]:
+                raise RuntimeError(
+                    f"{variant}: {failed[variant]} of {section.batch} loopback requests failed"
+                )
+            section.samples[variant].append(section.batch / (spent[variant] / 1e9))
     return section
 
 
@@ -771,28 +808,16 @@ def bench_loopback_sync(cfg: Config, url: str, section: Section | None = None) -
         for v in section.variants
     }
 
-    def runner(variant: str) -> SyncRunner:
+    def call(variant: str) -> Callable[[], int]:
         client = clients[variant]
         check_wrapping(client._transport, variant)
         check_response(client.get(url), variant)
         get = client.get
+        return lambda: get(url).status_code
 
-        def run(count: int) -> float:
-            failed = 0
-            with quiet_gc():
-                start = time.perf_counter_ns()
-                for _ in range(count):
-                    if get(url).status_code != 200:
-                        failed += 1
-                elapsed = time.perf_counter_ns() - start
-            if failed:
-                raise RuntimeError(f"{variant}: {failed} of {count} loopback requests failed")
-            return count / (elapsed / 1e9)
-
-        return run
-
+    section.alternating = True
     try:
-        return interleave(section, cfg.rounds, {v: runner(v) for v in section.variants})
+        return alternate(section, cfg.rounds, {v: call(v) for v in section.variants})
     finally:
         for client in clients.values():
             client.close()
@@ -1081,9 +1106,10 @@ def _spread(section: Section, variant: str) -> str:
 
 def _how(section: Section, rounds: int) -> str:
     how = _plural(rounds, "round") + (f" x {section.repeats}" if section.repeats > 1 else "")
+    turns = "; variants take turns request by request" if section.alternating else ""
     return (
         f"median of {_plural(section.passes, 'sample')} ({how}) of {section.batch} "
-        f"{section.item} each"
+        f"{section.item} each{turns}"
     )
 
 

@@ -479,7 +479,8 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             raise TypeError(f"CacheTransport.cache must be a Cache, got {cache!r}")
         self.transport = transport
         self.cache = cache
-        self._special_names = _LOOKUP_HEADERS | cache.credential_bytes
+        # the request headers that take a lookup off the common path, for the policy given here
+        self._off_path = (cache, _LOOKUP_HEADERS | cache.credential_bytes)
         self._refreshing: set[str] = set()
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -515,19 +516,16 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             f"got {policy!r}"
         )
 
-    def _special(self, policy: Cache) -> frozenset[bytes]:
-        """The request headers that take a lookup off the common path under ``policy``."""
-        if policy is self.cache:
-            return self._special_names
-        return _LOOKUP_HEADERS | policy.credential_bytes
-
     def _key(self, request: httpx.Request, policy: Cache) -> _Key | None:
         """The lookup key, or None when this request is not served from the cache."""
         method = request.method
         if method not in policy.methods:
             return None
         raw = request.headers
-        if method != "POST" and self._special(policy).isdisjoint(map(_LOWERED, raw._list)):
+        known, off_path = self._off_path
+        if policy is not known:  # a per-request policy (or self.cache was replaced)
+            off_path = _LOOKUP_HEADERS | policy.credential_bytes
+        if method != "POST" and off_path.isdisjoint(map(_LOWERED, raw._list)):
             # the common case: nothing but the URL decides; headers decoded only if needed
             primary = _primary_key(policy, method, request.url)
             return _Key(method, primary, "", None, _NO_DIRECTIVES, raw)
@@ -679,7 +677,9 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             entries = []
         if not entries and not key.directives.only_if_cached:
             # the common miss, without planning: the lookup's time stands for the request time
-            return self._store(transport.handle_request(request), policy, key, now)
+            response = transport.handle_request(request)
+            meta = self._miss(response, policy, key, now)
+            return response if meta is None else self._store_meta(response, policy, key, meta)
         entry = _select(entries, key)
         plan = _plan(policy, key, entry, now)
         if plan.use == "gateway_timeout":
@@ -728,6 +728,11 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         meta = self._miss(response, policy, key, request_time)
         if meta is None:
             return response
+        return self._store_meta(response, policy, key, meta)
+
+    def _store_meta(
+        self, response: httpx.Response, policy: Cache, key: _Key, meta: CachedResponse
+    ) -> httpx.Response:
         try:
             writer = policy.storage.begin(key.primary, meta)
             if _already_read(response):  # e.g. from httpx.MockTransport: store it whole now
