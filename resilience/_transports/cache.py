@@ -527,7 +527,10 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             off_path = _LOOKUP_HEADERS | policy.credential_bytes
         if method != "POST" and off_path.isdisjoint(map(_LOWERED, raw._list)):
             # the common case: nothing but the URL decides; headers decoded only if needed
-            primary = _primary_key(policy, method, request.url)
+            url = request.url
+            primary = _PRIMARY.get((method, url._uri_reference))  # _primary_key's memo, inline
+            if primary is None:
+                primary = _primary_key(policy, method, url)
             return _Key(method, primary, "", None, _NO_DIRECTIVES, raw)
         names = header_names(raw)
         special = not _LOOKUP_HEADERS.isdisjoint(names)
@@ -678,7 +681,13 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         if not entries and not key.directives.only_if_cached:
             # the common miss, without planning: the lookup's time stands for the request time
             response = transport.handle_request(request)
-            meta = self._miss(response, policy, key, now)
+            # _miss, inline: mark the response, and store it only if it could be used again
+            response.extensions = {**response.extensions, CACHE_STATUS: "miss"}
+            if not policy.stale_if_error and _WORTH_STORING_HEADERS.isdisjoint(
+                map(_LOWERED, response.headers._list)
+            ):
+                return response
+            meta = self._meta(policy, key, response, now)
             return response if meta is None else self._store_meta(response, policy, key, meta)
         entry = _select(entries, key)
         plan = _plan(policy, key, entry, now)
@@ -911,7 +920,12 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             return await self._arevalidate(transport, request, policy, key, entry)
         # a miss: as in handle_request, without a coroutine when there is nothing to store
         response = await transport.handle_async_request(request)
-        meta = self._miss(response, policy, key, now)
+        response.extensions = {**response.extensions, CACHE_STATUS: "miss"}  # _miss, inline
+        if not policy.stale_if_error and _WORTH_STORING_HEADERS.isdisjoint(
+            map(_LOWERED, response.headers._list)
+        ):
+            return response
+        meta = self._meta(policy, key, response, now)
         if meta is None:
             return response
         return await self._astore_meta(response, policy, key, meta)

@@ -191,10 +191,11 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     def _begin_attempt(
         self, request: httpx.Request, log: Log
     ) -> tuple[RequestRecord | None, Sinks]:
-        """Count one attempt on the request's record (made here when no layer above made one)."""
+        """Count one attempt on the request's record (made here when no layer above made one).
+
+        Not called when the request layer above, with this policy, marked the request quiet.
+        """
         record = request.extensions.get(RECORD)
-        if record is log:  # the request layer above, with this policy, found nothing to log
-            return None, _NO_SINKS
         if isinstance(record, RequestRecord):
             if record.open:  # a request-scope layer above is handling this request
                 record.attempts += 1
@@ -333,7 +334,7 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             )
         # the policy, unless this request overrides it (inline: this runs on every request)
         log = self.log if OPTIONS not in request.extensions else self._policy(request)
-        if log is None:
+        if log is None or request.extensions.get(RECORD) is log:  # off, or marked quiet above
             return transport.handle_request(request)
         if self.scope == "attempt":
             record, sinks = self._begin_attempt(request, log)
@@ -349,7 +350,10 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 try:
                     return transport.handle_request(request)
                 finally:
-                    self._unmark_quiet(extensions, log, previous)
+                    if previous is None and extensions.get(RECORD) is log:
+                        del extensions[RECORD]  # the common case of _unmark_quiet, inline
+                    else:
+                        self._unmark_quiet(extensions, log, previous)
             sinks = log.sinks()
             record = self._open_request(request, log, sinks)
             if record is None:
@@ -384,7 +388,7 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             )
         # the policy, unless this request overrides it (inline: this runs on every request)
         log = self.log if OPTIONS not in request.extensions else self._policy(request)
-        if log is None:
+        if log is None or request.extensions.get(RECORD) is log:  # off, or marked quiet above
             return await transport.handle_async_request(request)
         if self.scope == "attempt":
             record, sinks = self._begin_attempt(request, log)
@@ -399,7 +403,10 @@ class LogTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
                 try:
                     return await transport.handle_async_request(request)
                 finally:
-                    self._unmark_quiet(extensions, log, previous)
+                    if previous is None and extensions.get(RECORD) is log:
+                        del extensions[RECORD]  # the common case of _unmark_quiet, inline
+                    else:
+                        self._unmark_quiet(extensions, log, previous)
             sinks = log.sinks()
             record = self._open_request(request, log, sinks)
             if record is None:
