@@ -632,7 +632,8 @@ class MemoryCacheStorage(CacheStorage):
                         lru.move_to_end((key, entry_id))
                         found.append(lru[key, entry_id].meta)
                     return found
-        _check_key(key)
+        if type(key) is not str or key not in _CHECKED_KEYS:  # _check_key's memo, inline
+            _check_key(key)
         return []
 
     def open_body(self, key: str, entry_id: str) -> Iterator[bytes] | None:

@@ -103,11 +103,11 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     def _begin(
         self, request: httpx.Request, policy: Retry
-    ) -> tuple[float | None, bool, float | None]:
-        """Record the request in the budget and set its deadline.
+    ) -> tuple[float | None, bool, frozenset[str]]:
+        """Record the request in the budget, set its deadline, cap the first attempt.
 
-        Returns (deadline, read_body, now): ``now`` is the clock's reading when one was taken,
-        which the first attempt's :meth:`_cap` reuses.
+        Returns (deadline, read_body, capped): ``capped`` is :meth:`_cap`'s answer for the first
+        attempt, from the same reading of the clock.
         """
         extensions = request.extensions
         deadline: float | None = extensions.get(DEADLINE)
@@ -123,11 +123,15 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         read_body = policy.read_body and (
             OPTIONS not in extensions or bool(options(request).get("read_body", True))
         )
-        return deadline, read_body, now
+        if deadline is None:
+            return None, read_body, _NOTHING_CAPPED
+        if now is not None and now < deadline:  # the common case of _cap, inline
+            return deadline, read_body, cap_timeouts(request, deadline - now)
+        return deadline, read_body, self._cap(request, policy, deadline, now)
 
     @staticmethod
     def _cap(
-        request: httpx.Request, policy: Retry, deadline: float | None, now: float | None
+        request: httpx.Request, policy: Retry, deadline: float | None, now: float | None = None
     ) -> frozenset[str]:
         """Cap the attempt's timeouts to the time left; refuse to start past the deadline."""
         if deadline is None:
@@ -228,11 +232,11 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         policy = self.retry if OPTIONS not in request.extensions else self._policy(request)
         if policy is None:
             return transport.handle_request(request)
-        deadline, read_body, now = self._begin(request, policy)
+        deadline, read_body, capped = self._begin(request, policy)
         call: RetryCall | None = None
         while True:
-            capped = self._cap(request, policy, deadline, now)
-            now = None  # later attempts read the clock afresh
+            if call is not None:  # a retry: cap its timeouts to the time left now
+                capped = self._cap(request, policy, deadline)
             try:
                 response = transport.handle_request(request)
                 if read_body:
@@ -309,7 +313,7 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         policy = self.retry if OPTIONS not in request.extensions else self._policy(request)
         if policy is None:
             return await transport.handle_async_request(request)
-        deadline, read_body, now = self._begin(request, policy)
+        deadline, read_body, capped = self._begin(request, policy)
         read_limit = policy.read_body_limit if read_body else None
         # httpx's own timeouts are capped to the deadline already; cutting the attempt off as
         # well covers transports that ignore them, and headers trickling in slower than the
@@ -317,8 +321,8 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         task = _asyncio_task() if _watched and deadline is not None else None
         call: RetryCall | None = None
         while True:
-            capped = self._cap(request, policy, deadline, now)
-            now = None  # later attempts read the clock afresh
+            if call is not None:  # a retry: cap its timeouts to the time left now
+                capped = self._cap(request, policy, deadline)
             attempt = (
                 transport.handle_async_request(request)
                 if read_limit is None  # the common case: no extra coroutine
