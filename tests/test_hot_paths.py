@@ -250,3 +250,59 @@ def test_quiet_is_what_the_sinks_and_the_library_loggers_say(
         http.propagate = True
         library.removeHandler(null)
         http.removeHandler(null)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    status=st.sampled_from([200, 204, 301, 404, 429, 500, 502, 503, 504]),
+    failure_statuses=st.frozensets(st.sampled_from([404, 429, 500, 503]), max_size=3),
+    predicate=st.sampled_from([None, "never", "always"]),
+)
+def test_breaker_inline_outcome_is_the_general_rule(
+    status: int, failure_statuses: frozenset[int], predicate: str | None
+) -> None:
+    """The breaker's inline success check records what ``_response_outcome`` decides.
+
+    Observed through the circuit: with ``fail_max=2``, a failure, then ``status``, then a
+    failure open it unless ``status`` was a success (a success resets the count); with
+    ``fail_max=1``, ``status`` alone opens it when it is a failure.
+    """
+    from resilience._breaker import Outcome
+    from resilience._transports.breaker import CircuitBreakerTransport
+
+    is_failure = {
+        None: None,
+        "never": lambda outcome: False,
+        "always": lambda outcome: True,
+    }[predicate]
+    expected = CircuitBreakerTransport._response_outcome(
+        rs.CircuitBreaker(failure_statuses=failure_statuses, is_failure=is_failure),
+        httpx.Response(status),
+    )
+
+    def opened(fail_max: int, sent: list[int]) -> bool:
+        """Whether the circuit is open after answering ``sent`` (599: a failure) in turn."""
+        answers = iter(sent)
+        policy = rs.CircuitBreaker(
+            fail_max=fail_max, failure_statuses=failure_statuses | {599}, is_failure=is_failure
+        )
+        transport = CircuitBreakerTransport(
+            httpx.MockTransport(lambda request: httpx.Response(next(answers))), policy
+        )
+        for _ in sent:
+            try:
+                transport.handle_request(httpx.Request("GET", "http://127.0.0.1/b"))
+            except rs.CircuitOpenError:
+                return True  # opened before the last answer
+        return policy.state("http://127.0.0.1:80") == "open"
+
+    alone = opened(fail_max=1, sent=[status])
+    between_failures = opened(fail_max=2, sent=[599, status, 599])
+    if expected is Outcome.FAILURE:
+        assert alone
+    elif expected is Outcome.SUCCESS:  # resets the count of failures before it
+        assert not alone
+        assert not between_failures
+    else:  # neutral: counts nothing, resets nothing
+        assert not alone
+        assert between_failures

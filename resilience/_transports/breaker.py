@@ -10,6 +10,7 @@ from ._httpx import OPTIONS, CircuitOpenError, override, policy_key
 
 __all__ = ["CircuitBreakerTransport"]
 
+_SUCCESS = Outcome.SUCCESS
 # Errors that say nothing about the server's health: our own request was malformed.
 _NOT_THE_SERVERS_FAULT = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
 
@@ -99,7 +100,15 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         outcome = Outcome.NEUTRAL
         try:
             response = transport.handle_request(request)
-            outcome = self._response_outcome(policy, response)
+            status = response.status_code
+            if (
+                policy.is_failure is None
+                and status != 429
+                and status not in policy.failure_statuses
+            ):
+                outcome = _SUCCESS  # the common case of _response_outcome, inline
+            else:
+                outcome = self._response_outcome(policy, response)
             return response
         except BaseException as exc:
             outcome = self._error_outcome(policy, exc)
@@ -126,7 +135,15 @@ class CircuitBreakerTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         outcome = Outcome.NEUTRAL
         try:
             response = await transport.handle_async_request(request)
-            outcome = self._response_outcome(policy, response)
+            status = response.status_code
+            if (
+                policy.is_failure is None
+                and status != 429
+                and status not in policy.failure_statuses
+            ):
+                outcome = _SUCCESS  # the common case of _response_outcome, inline
+            else:
+                outcome = self._response_outcome(policy, response)
             return response
         except BaseException as exc:
             outcome = self._error_outcome(policy, exc)
