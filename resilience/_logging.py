@@ -76,6 +76,10 @@ _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 
 _events = EventLogger("resilience.http")
 _LIBRARY = logging.getLogger("resilience")
+_MANAGER = logging.Logger.manager
+# Log.quiet() remembers its answer while the loggers' state is unchanged; that state says it all
+# only for loggers that decide as logging.Logger does (a custom logger class may not).
+_STANDARD_LOGGERS = type(_events.stdlib) is logging.Logger and type(_LIBRARY) is logging.Logger
 
 # structlog's filtering loggers (make_filtering_bound_logger) turn every method below their
 # level into one shared no-op function; reading it off a public class finds it without
@@ -377,6 +381,10 @@ class Log:
     body_limit: int = 1024
     _levelno: int = field(init=False, repr=False, compare=False, default=logging.INFO)
     _failure_levelno: int = field(init=False, repr=False, compare=False, default=logging.WARNING)
+    # quiet()'s last answer for the stdlib loggers, with the logging state it was given for
+    _quiet_memo: tuple[tuple[object, ...], bool] | None = field(
+        init=False, repr=False, compare=False, default=None
+    )
 
     def __post_init__(self) -> None:
         logger = self.logger
@@ -447,32 +455,52 @@ class Log:
         return _user_sink(logger, self._levelno), _user_sink(logger, self._failure_levelno)
 
     def quiet(self) -> bool:
-        """``sinks() == (None, None)`` and no library logger on, asked on every request: inline.
+        """``sinks() == (None, None)`` and no library logger on: asked on every request.
 
-        With no logger of its own, this is what :func:`_stdlib_sink` says for both levels.
+        With no logger of its own the answer is remembered, with the state of the library's
+        stdlib loggers it was given for, and given again while that state is unchanged.
         """
         if self.logger is not None:
             ok, failed = self.sinks()
             return ok is None and failed is None and not library_logging_enabled()
-        # _stdlib_sink(level), _stdlib_sink(failure_level) and library_logging_enabled() (the
-        # library's other loggers may be louder than "resilience.http"), with each logger's
-        # handlers looked up at most once
         stdlib = _events.stdlib
-        if stdlib.isEnabledFor(self._levelno) or _LIBRARY.isEnabledFor(logging.INFO):
-            return False
-        failure = self._failure_levelno
-        failure_on = stdlib.isEnabledFor(failure)
-        if failure_on and failure < logging.WARNING:
-            return False
-        library_warning = _LIBRARY.isEnabledFor(logging.WARNING)
-        if not (failure_on or library_warning):
-            return True
-        # from here on an event is emitted only where a handler is configured
-        if stdlib.hasHandlers():
-            return not failure_on and not (library_warning and _LIBRARY.hasHandlers())
-        if stdlib.propagate and stdlib.parent is _LIBRARY:
-            return True  # the library's handlers were part of the search that found none
-        return not (library_warning and _LIBRARY.hasHandlers())
+        if not _STANDARD_LOGGERS:
+            return self._stdlib_quiet()
+        # What the answer depends on, read without a call: "resilience.http" is the child of
+        # "resilience", the root's child, and for standard loggers whether either can emit
+        # follows from their levels, the root's, logging.disable(), the disabled flags, which
+        # of the three have handlers, and propagation. Unchanged since last time: same answer.
+        library = _LIBRARY
+        root = library.parent
+        state = (
+            _MANAGER.disable,
+            stdlib.disabled,
+            library.disabled,
+            stdlib.level,
+            library.level,
+            root.level if root is not None else None,
+            not stdlib.handlers,
+            not library.handlers,
+            root is None or not root.handlers,
+            stdlib.propagate,
+            library.propagate,
+            stdlib.parent,
+            root,
+        )
+        memo = self._quiet_memo
+        if memo is not None and memo[0] == state:
+            return memo[1]
+        quiet = self._stdlib_quiet()
+        object.__setattr__(self, "_quiet_memo", (state, quiet))
+        return quiet
+
+    def _stdlib_quiet(self) -> bool:
+        """:meth:`quiet` for the library's stdlib loggers, asked anew."""
+        return (
+            _stdlib_sink(self._levelno) is None
+            and _stdlib_sink(self._failure_levelno) is None
+            and not library_logging_enabled()
+        )
 
     def active(self) -> bool:
         """Whether any event of this policy's levels (success or failure) could be emitted."""

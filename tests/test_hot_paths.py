@@ -306,3 +306,64 @@ def test_breaker_inline_outcome_is_the_general_rule(
     else:  # neutral: counts nothing, resets nothing
         assert not alone
         assert between_failures
+
+
+_LOGGER_NAMES = ["resilience.http", "resilience", ""]  # "" is the root logger
+_CHANGES = st.one_of(
+    st.tuples(
+        st.just("level"), st.sampled_from(_LOGGER_NAMES), st.sampled_from([0, 10, 20, 30, 40])
+    ),
+    st.tuples(st.just("handler"), st.sampled_from(_LOGGER_NAMES), st.booleans()),
+    st.tuples(st.just("propagate"), st.sampled_from(_LOGGER_NAMES[:2]), st.booleans()),
+    st.tuples(st.just("disabled"), st.sampled_from(_LOGGER_NAMES[:2]), st.booleans()),
+    st.tuples(st.just("disable"), st.just(""), st.sampled_from([0, 20, 30, 50])),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    changes=st.lists(_CHANGES, min_size=1, max_size=12),
+    level=st.sampled_from(["debug", "info", "warning"]),
+    failure_level=st.sampled_from(["info", "warning", "error"]),
+)
+def test_quiet_memo_follows_every_change_of_the_loggers(
+    changes: list[tuple[str, str, object]], level: str, failure_level: str
+) -> None:
+    """One Log asked after each change of levels, handlers, propagation or disabling: its
+    remembered answer is always the rule's answer for the loggers as they are now."""
+    from resilience._logging import library_logging_enabled
+
+    log = rs.Log(level=level, failure_level=failure_level)
+    loggers = {name: logging.getLogger(name) for name in _LOGGER_NAMES}
+    saved = {
+        name: (lg.level, list(lg.handlers), lg.propagate, lg.disabled)
+        for name, lg in loggers.items()
+    }
+    null = logging.NullHandler()
+    loggers[""].handlers[:] = []  # pytest's own capture handlers would hide the root's part
+    try:
+        for kind, name, value in changes:
+            logger = loggers[name]
+            if kind == "level":
+                assert isinstance(value, int)
+                logger.setLevel(value)
+            elif kind == "handler":
+                (logger.addHandler if value else logger.removeHandler)(null)
+            elif kind == "propagate":
+                logger.propagate = bool(value)
+            elif kind == "disabled":
+                logger.disabled = bool(value)
+            else:
+                assert isinstance(value, int)
+                logging.disable(value)
+            rule = log.sinks() == (None, None) and not library_logging_enabled()
+            assert log.quiet() == rule, (kind, name, value)
+            assert log.quiet() == rule  # the second time from the memo
+    finally:
+        logging.disable(logging.NOTSET)
+        for name, (lvl, handlers, propagate, disabled) in saved.items():
+            logger = loggers[name]
+            logger.setLevel(lvl)
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
+            logger.disabled = disabled
