@@ -32,8 +32,9 @@ Sections 7 to 12 measure the rate-limit and breaker layers (``RateLimitTransport
 
 Variants are interleaved within every round (the starting variant rotates from one pass to the
 next), a warm-up batch of each runs first, and the median over the samples is reported. In the
-sequential loopback sections the variants take turns request by request within each pass, so
-slow drift of the machine cancels out of the per-pass ratios. Only 127.0.0.1 is ever contacted.
+loopback sections the variants take turns within each pass (request by request when sequential,
+by chunks of 20 requests when concurrent), so slow drift of the machine cancels out of the
+per-pass ratios. Only 127.0.0.1 is ever contacted.
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ class Section:
     baseline: str = BARE  # what the cost column divides by
     versus: tuple[str, str] | None = (OURS, PEER)  # the pair compared on the last line
     items: str | None = None  # what a batch counts, when not "calls" or "requests"
-    alternating: bool = False  # each pass's requests alternate between the variants one by one
+    turns: str = ""  # how the variants take turns within a pass ("" for back-to-back batches)
 
     @property
     def item(self) -> str:
@@ -275,7 +276,7 @@ class Section:
             "batch_counts": self.item,
             "warmup": self.warmup,
             "repeats_per_round": self.repeats,
-            "requests_alternate_between_variants": self.alternating,
+            "variants_take_turns": self.turns or None,
             "baseline": self.baseline,
             "samples": self.samples,
             "median": {v: self.median(v) for v in variants},
@@ -366,6 +367,30 @@ def alternate(section: Section, rounds: int, calls: dict[str, Callable[[], int]]
                     f"{variant}: {failed[variant]} of {section.batch} loopback requests failed"
                 )
             section.samples[variant].append(section.batch / (spent[variant] / 1e9))
+    return section
+
+
+async def aalternate(
+    section: Section, rounds: int, chunks: dict[str, Callable[[int], Awaitable[int]]], size: int
+) -> Section:
+    """:func:`alternate` for requests in flight together: the variants take turns by chunks.
+
+    ``chunks[v](n)`` sends ``n`` requests (several in flight) and returns the nanoseconds they
+    took; within a pass the variants alternate chunk by chunk, ``size`` requests each, so one
+    variant's requests never share the event loop with another's.
+    """
+    for variant in section.variants:
+        await chunks[variant](section.warmup)
+    section.samples = {variant: [] for variant in section.variants}
+    turns = max(1, section.batch // size)
+    for order in _orders(section.variants, rounds * section.repeats):
+        spent = dict.fromkeys(order, 0)
+        with quiet_gc():
+            for _ in range(turns):
+                for variant in order:
+                    spent[variant] += await chunks[variant](size)
+        for variant in order:
+            section.samples[variant].append(turns * size / (spent[variant] / 1e9))
     return section
 
 
@@ -815,7 +840,7 @@ def bench_loopback_sync(cfg: Config, url: str, section: Section | None = None) -
         get = client.get
         return lambda: get(url).status_code
 
-    section.alternating = True
+    section.turns = "request by request"
     try:
         return alternate(section, cfg.rounds, {v: call(v) for v in section.variants})
     finally:
@@ -852,33 +877,35 @@ def bench_loopback_async(cfg: Config, url: str, section: Section | None = None) 
             for v in section.variants
         }
 
-        async def runner(variant: str) -> AsyncRunner:
+        async def chunk(variant: str) -> Callable[[int], Awaitable[int]]:
             client = clients[variant]
             check_wrapping(client._transport, variant)
             check_response(await client.get(url), variant)
             get = client.get
 
-            async def run(count: int) -> float:
+            async def run(count: int) -> int:
+                """``count`` requests, ``concurrency`` in flight; the nanoseconds they took."""
                 semaphore = asyncio.Semaphore(cfg.concurrency)
 
                 async def one() -> int:
                     async with semaphore:
                         return (await get(url)).status_code
 
-                with quiet_gc():
-                    start = time.perf_counter_ns()
-                    statuses = await asyncio.gather(*(one() for _ in range(count)))
-                    elapsed = time.perf_counter_ns() - start
+                start = time.perf_counter_ns()
+                statuses = await asyncio.gather(*(one() for _ in range(count)))
+                elapsed = time.perf_counter_ns() - start
                 failed = sum(status != 200 for status in statuses)
                 if failed:
                     raise RuntimeError(f"{variant}: {failed} of {count} loopback requests failed")
-                return count / (elapsed / 1e9)
+                return elapsed
 
             return run
 
+        size = 2 * cfg.concurrency
+        section.turns = f"by chunks of {size} requests"
         try:
-            runners = {v: await runner(v) for v in section.variants}
-            return await ainterleave(section, cfg.rounds, runners)
+            chunks = {v: await chunk(v) for v in section.variants}
+            return await aalternate(section, cfg.rounds, chunks, size)
         finally:
             for client in clients.values():
                 await client.aclose()
@@ -1106,7 +1133,7 @@ def _spread(section: Section, variant: str) -> str:
 
 def _how(section: Section, rounds: int) -> str:
     how = _plural(rounds, "round") + (f" x {section.repeats}" if section.repeats > 1 else "")
-    turns = "; variants take turns request by request" if section.alternating else ""
+    turns = f"; variants take turns {section.turns}" if section.turns else ""
     return (
         f"median of {_plural(section.passes, 'sample')} ({how}) of {section.batch} "
         f"{section.item} each{turns}"
