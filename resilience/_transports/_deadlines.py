@@ -55,7 +55,7 @@ class Guard:
 
     def disarm(self) -> None:
         """The attempt is over: stop watching it, and withdraw a cut it did not see."""
-        self.watch.discard(self)
+        self.watch._guards.discard(self)  # DeadlineWatch.discard, inline
         if self.expired:  # cut off, but the attempt ended some other way
             self.expired = False
             self.task.uncancel()
@@ -145,4 +145,8 @@ def arm(task: Any, remaining: float) -> Guard:
         finally:
             guard.disarm()
     """
-    return watch(task.get_loop()).arm(task, remaining)
+    loop = task.get_loop()
+    found = _local.current  # watch(loop), inline: this runs for every attempt
+    if found is None or found.loop is not loop:
+        found = _local.current = DeadlineWatch(loop)
+    return found.arm(task, remaining)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any
 
 import anyio
 import httpx
@@ -37,14 +36,6 @@ _NOTHING_CAPPED: frozenset[str] = frozenset()
 # deadlines (_deadlines.watch: a set insertion per attempt, where asyncio.timeout costs a timer
 # handle and about 5 µs); an anyio cancel scope serves trio and Python 3.10.
 _watched = hasattr(asyncio.Task, "uncancel")
-
-
-def _asyncio_task() -> asyncio.Task[Any] | None:
-    """The running asyncio task; None under trio or outside any task."""
-    try:
-        return asyncio.current_task()
-    except RuntimeError:  # no running asyncio loop: trio
-        return None
 
 
 class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
@@ -318,7 +309,12 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         # httpx's own timeouts are capped to the deadline already; cutting the attempt off as
         # well covers transports that ignore them, and headers trickling in slower than the
         # read timeout. asyncio tasks use the loop's deadline watch, the rest an anyio scope.
-        task = _asyncio_task() if _watched and deadline is not None else None
+        task = None
+        if _watched and deadline is not None:
+            try:
+                task = asyncio.current_task()
+            except RuntimeError:  # no running asyncio loop: trio
+                pass
         call: RetryCall | None = None
         while True:
             if call is not None:  # a retry: cap its timeouts to the time left now
