@@ -55,7 +55,7 @@ class Guard:
 
     def disarm(self) -> None:
         """The attempt is over: stop watching it, and withdraw a cut it did not see."""
-        self.watch._guards.discard(self)  # DeadlineWatch.discard, inline
+        self.watch._guards.discard(self)
         if self.expired:  # cut off, but the attempt ended some other way
             self.expired = False
             self.task.uncancel()
@@ -85,10 +85,6 @@ class DeadlineWatch:
         if guard.when < self._wake_at:
             self._schedule(guard.when)
         return guard
-
-    def discard(self, guard: Guard) -> None:
-        """Stop watching ``guard`` (see :meth:`Guard.disarm`)."""
-        self._guards.discard(guard)
 
     def _schedule(self, when: float) -> None:
         if self._timer is not None:
