@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from resilience._transports._deadlines import DeadlineWatch, watch
+from resilience._transports._deadlines import DeadlineWatch
 
 pytestmark = pytest.mark.skipif(
     sys.version_info < (3, 11), reason="the watch needs Task.uncancel (3.11+)"
@@ -40,7 +40,7 @@ def test_each_attempt_is_cut_at_its_own_deadline() -> None:
     """Staggered deadlines, armed longest first: each is cut at its own time, not the first's."""
 
     async def main() -> tuple[list[tuple[str, float]], int]:
-        deadlines = watch(asyncio.get_running_loop())
+        deadlines = DeadlineWatch(asyncio.get_running_loop())
         started = time.monotonic()
 
         async def one(remaining: float, work: float) -> tuple[str, float]:

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["DeadlineWatch", "Guard", "arm", "watch"]
+__all__ = ["DeadlineWatch", "Guard", "arm"]
 
 # The loop may run a timer callback up to its clock's resolution early (asyncio compares
 # ``when < now + clock_resolution``): a guard that close to its deadline counts as due.
@@ -118,14 +118,6 @@ class _ThreadWatch(threading.local):
 _local = _ThreadWatch()
 
 
-def watch(loop: asyncio.AbstractEventLoop) -> DeadlineWatch:
-    """The watch of ``loop``, the running loop of this thread (one per thread at a time)."""
-    found = _local.current
-    if found is None or found.loop is not loop:
-        found = _local.current = DeadlineWatch(loop)
-    return found
-
-
 def arm(task: Any, remaining: float) -> Guard:
     """Cancel the asyncio ``task`` in ``remaining`` seconds unless disarmed first.
 
@@ -142,7 +134,7 @@ def arm(task: Any, remaining: float) -> Guard:
             guard.disarm()
     """
     loop = task.get_loop()
-    found = _local.current  # watch(loop), inline: this runs for every attempt
+    found = _local.current  # the watch of this thread's running loop (one loop at a time)
     if found is None or found.loop is not loop:
         found = _local.current = DeadlineWatch(loop)
     return found.arm(task, remaining)

@@ -681,13 +681,7 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         if not entries and not key.directives.only_if_cached:
             # the common miss, without planning: the lookup's time stands for the request time
             response = transport.handle_request(request)
-            # _miss, inline: mark the response, and store it only if it could be used again
-            response.extensions = {**response.extensions, CACHE_STATUS: "miss"}
-            if not policy.stale_if_error and _WORTH_STORING_HEADERS.isdisjoint(
-                map(_LOWERED, response.headers._list)
-            ):
-                return response
-            meta = self._meta(policy, key, response, now)
+            meta = self._miss(response, policy, key, now)
             return response if meta is None else self._store_meta(response, policy, key, meta)
         entry = _select(entries, key)
         plan = _plan(policy, key, entry, now)
@@ -920,12 +914,7 @@ class CacheTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             return await self._arevalidate(transport, request, policy, key, entry)
         # a miss: as in handle_request, without a coroutine when there is nothing to store
         response = await transport.handle_async_request(request)
-        response.extensions = {**response.extensions, CACHE_STATUS: "miss"}  # _miss, inline
-        if not policy.stale_if_error and _WORTH_STORING_HEADERS.isdisjoint(
-            map(_LOWERED, response.headers._list)
-        ):
-            return response
-        meta = self._meta(policy, key, response, now)
+        meta = self._miss(response, policy, key, now)
         if meta is None:
             return response
         return await self._astore_meta(response, policy, key, meta)

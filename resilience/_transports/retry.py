@@ -33,7 +33,7 @@ __all__ = ["RetryTransport"]
 _events = EventLogger("resilience.retry")
 _NOTHING_CAPPED: frozenset[str] = frozenset()
 # Under asyncio on 3.11+ (Task.uncancel), one timer per event loop cuts attempts off at their
-# deadlines (_deadlines.watch: a set insertion per attempt, where asyncio.timeout costs a timer
+# deadlines (_deadlines.arm: a set insertion per attempt, where asyncio.timeout costs a timer
 # handle and about 5 µs); an anyio cancel scope serves trio and Python 3.10.
 _watched = hasattr(asyncio.Task, "uncancel")
 
@@ -114,10 +114,6 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         read_body = policy.read_body and (
             OPTIONS not in extensions or bool(options(request).get("read_body", True))
         )
-        if deadline is None:
-            return None, read_body, _NOTHING_CAPPED
-        if now is not None and now < deadline:  # the common case of _cap, inline
-            return deadline, read_body, cap_timeouts(request, deadline - now)
         return deadline, read_body, self._cap(request, policy, deadline, now)
 
     @staticmethod
